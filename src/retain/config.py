@@ -1,0 +1,271 @@
+"""Typed run configuration: YAML files plus `key=value` overrides, validated before anything runs.
+
+Every section forbids unknown keys, so a typo fails at start-up with the key's dotted path and the
+keys that are allowed there, instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_DATA_DIR = "../shared/data"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class ModelConfig(Section):
+    name_or_path: str = "smollm2-135m"
+    finetune: Literal["lora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+
+
+class DataConfig(Section):
+    stream: str = "builtin"
+    data_dir: str = DEFAULT_DATA_DIR
+    max_train_per_task: int | None = Field(None, gt=0)
+    max_test_per_task: int | None = Field(None, gt=0)
+    max_length: int = Field(256, gt=8)
+    valid_per_task: int = Field(32, ge=0, description="held out from train for probes")
+    subsample_seed: int = 0
+
+
+class TrainConfig(Section):
+    steps_per_task: int | None = Field(100, gt=0)
+    epochs_per_task: float | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    log_every: int = Field(1, gt=0)
+    checkpoint_every: int = Field(0, ge=0, description="steps between mid-task checkpoints; 0: task ends only")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if (self.steps_per_task is None) == (self.epochs_per_task is None):
+            raise ValueError(
+                "set exactly one of train.steps_per_task and train.epochs_per_task "
+                "(set the other to null)"
+            )
+        return self
+
+
+class GeneralEvalConfig(Section):
+    enabled: bool = False
+    mmlu_per_subject: int = Field(10, ge=0)
+    mmlu_subjects: list[str] | None = None
+    arc_easy: int = Field(100, ge=0)
+    wikitext_paragraphs: int = Field(50, ge=0)
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(16, gt=0)
+    general: GeneralEvalConfig = Field(default_factory=GeneralEvalConfig)
+
+
+class ReplayConfig(Section):
+    """Replay buffer and event settings; spec defaults (replay-mssr.md)."""
+
+    buffer_size: int = Field(1024, gt=0)
+    lam: float = Field(0.3, gt=0, le=1, description="replay fraction λ of a replay step")
+    unit_steps: int | None = Field(None, gt=0, description="steps per unit; None: 5% of the task")
+    unit_fraction: float = Field(0.05, gt=0, le=1)
+    interval_units: float = Field(3.0, ge=0, description="fixed: units between events; 0: every step")
+    event_units: float = Field(1.0, gt=0)
+    loss_ema_decay: float = Field(0.9, gt=0, lt=1)
+    loss_delta: float = Field(0.2, ge=0)
+    probe_every_units: float = Field(1.0, gt=0)
+    probe_size: int = Field(32, gt=0)
+    probe_drop: float = Field(2.0, ge=0)
+
+
+class MSSRConfig(Section):
+    """MSSR memory model, sampler and schedule; spec defaults (replay-mssr.md)."""
+
+    loss_ema: float = Field(0.95, gt=0, lt=1)
+    quantile_low: float = Field(0.05, ge=0, lt=1)
+    quantile_high: float = Field(0.95, gt=0, le=1)
+    k: float = 10.0
+    c: float = 0.5
+    alpha: float = Field(0.01, ge=0)
+    gamma_d: float = Field(0.2, ge=0)
+    s_min: float = Field(1.0, gt=0)
+    s_max: float = Field(10.0, gt=0)
+    eta_s: float = Field(0.05, ge=0)
+    beta_s: float = Field(0.5, ge=0)
+    rho: float = Field(0.01, ge=0)
+    gamma_s: float = Field(1.0, ge=0)
+    zeta: float = Field(1.0, ge=0)
+    refresh_units: float = Field(10.0, gt=0)
+    eta_p: float = Field(0.5, ge=0)
+    rho_p: float = Field(0.05, ge=0)
+    first_interval_units: float = Field(1.0, gt=0)
+    lam0: float = Field(0.3, gt=0, le=1)
+    lam_min: float = Field(0.05, ge=0, le=1)
+    beta_r: float = Field(1e-5, ge=0)
+
+
+METHOD_NAMES = (
+    "sequential",
+    "multitask",
+    "none",
+    "fixed",
+    "loss_triggered",
+    "accuracy_triggered",
+    "mssr_spl",
+    "mssr_sch",
+    "mssr",
+)
+REPLAY_METHODS = frozenset(METHOD_NAMES[3:])
+
+
+class RunConfig(Section):
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 42
+    methods: list[str] = Field(default_factory=lambda: ["sequential"])
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    mssr: MSSRConfig = Field(default_factory=MSSRConfig)
+
+    @model_validator(mode="after")
+    def _compatible_methods(self) -> RunConfig:
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; allowed: {', '.join(METHOD_NAMES)}")
+        if not self.methods:
+            raise ValueError("methods: give at least one (e.g. [sequential])")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: {self.methods} names a method twice")
+        replay = [m for m in self.methods if m in REPLAY_METHODS]
+        if len(replay) > 1:
+            raise ValueError(f"methods: {replay} are alternative replay methods; choose one")
+        if "multitask" in self.methods and len(self.methods) > 1:
+            raise ValueError("methods: multitask is a reference run and combines with nothing")
+        if self.mssr.quantile_low >= self.mssr.quantile_high:
+            raise ValueError("mssr.quantile_low must be below mssr.quantile_high")
+        if self.mssr.s_min > self.mssr.s_max:
+            raise ValueError("mssr.s_min must not exceed mssr.s_max")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            section = _section_at(e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else "?"
+            lines.append(f"  {path}: unknown key; allowed here: {allowed}")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {path}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        if not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-4` -> (['train', 'lr'], 1e-4); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.lr=1e-4")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    if key == "methods" and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (optional), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " + overrides"
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

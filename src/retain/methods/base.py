@@ -1,0 +1,124 @@
+"""The plugin interface: how a continual-learning method hooks into the training loop.
+
+A method overrides only the hooks it needs; the loop calls a hook only on plugins that override
+it, so an unused hook costs nothing on the per-step path. Several plugins run together: batch
+composition and data hooks run in plugin order, extra losses are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from retain.data.encoding import Batch, BatchPlan, SampleStore
+
+if TYPE_CHECKING:
+    from retain.config import RunConfig
+    from retain.data.task import Example, Task, TaskStream
+
+HOOKS = (
+    "wrap_model",
+    "on_stream_start",
+    "task_data",
+    "on_task_start",
+    "compose_batch",
+    "extra_loss",
+    "after_step",
+    "on_task_end",
+)
+
+
+@dataclass
+class StepOutputs:
+    """What the loop's forward pass produced, shared with plugins (no second forward).
+
+    `per_sample_loss` is the token-averaged NLL of each row (with grad), `hidden_states` is only
+    filled when some plugin sets `needs_hidden_states`.
+    """
+
+    logits: torch.Tensor
+    per_sample_loss: torch.Tensor
+    answer_tokens: torch.Tensor
+    task_loss: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class Context:
+    """The run as plugins see it. Plugins read it; only the loop advances the counters."""
+
+    config: RunConfig
+    stream: TaskStream
+    store: SampleStore
+    task_samples: list[list[int]]
+    device: torch.device
+    model: Any = None
+    tokenizer: Any = None
+    task_index: int = -1
+    task_step: int = 0
+    steps_in_task: int = 0
+    global_step: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    log_event: Callable[[dict[str, Any]], None] = lambda event: None
+    score_examples: Callable[[Task, list[Example]], list[float]] | None = None
+    """Scores examples of a task with the current model (for probe-based methods); each call
+    adds its forward passes to `counters['extra_forward_passes']`."""
+
+    def count(self, name: str, value: float = 1.0) -> None:
+        self.counters[name] = self.counters.get(name, 0.0) + value
+
+
+class Plugin:
+    """Base class of every method. Override the hooks you need; keep per-step hooks cheap."""
+
+    name: str = "plugin"
+    needs_hidden_states: bool = False
+    wraps_model: bool = False
+    """True for adapter methods that replace the model's layers; two such plugins conflict."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def wrap_model(self, ctx: Context, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def on_stream_start(self, ctx: Context) -> None:
+        """Before row 0 is evaluated; the untouched model is in `ctx.model`."""
+
+    def task_data(self, ctx: Context, task_index: int, sample_ids: list[int]) -> list[int]:
+        """The training pool of a task (e.g. multitask widens it, GeRe adds general text)."""
+        return sample_ids
+
+    def on_task_start(self, ctx: Context, task: Task) -> None:
+        pass
+
+    def compose_batch(self, ctx: Context, plan: BatchPlan) -> BatchPlan:
+        """Edit the rows of the next batch; the batch size must stay the same."""
+        return plan
+
+    def extra_loss(
+        self, ctx: Context, batch: Batch, outputs: StepOutputs
+    ) -> dict[str, torch.Tensor]:
+        """Named losses (already weighted) added to the task loss."""
+        return {}
+
+    def after_step(self, ctx: Context, batch: Batch, outputs: StepOutputs) -> None:
+        """After the optimizer step (memory updates, schedules, consolidation)."""
+
+    def on_task_end(self, ctx: Context, task: Task) -> None:
+        """After the last step of a task, before its evaluation row."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: tensors, numpy arrays and JSON values."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def overrides(plugin: Plugin, hook: str) -> bool:
+    """Whether the plugin implements `hook` (so the loop can skip the rest)."""
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook)

@@ -1,0 +1,172 @@
+"""Fast scoring: log-likelihood of answer options from a cached prompt prefix, and batched greedy
+generation.
+
+Evaluation runs after every task on every task, so its cost grows with the square of the stream
+length. Each prompt is encoded once: the prompt batch runs with the KV cache on and only its last
+position goes through the LM head, then all options of all prompts are scored in one more
+forward pass over the repeated cache. Single-token options need no second pass at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to waste little padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+@torch.no_grad()
+def score_options(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    options: list[list[list[int]]],
+    pad_id: int,
+    batch_size: int = 16,
+) -> list[list[float]]:
+    """Sum of log-probabilities of each option's tokens given its prompt.
+
+    `prompts[i]` are token ids; `options[i][k]` the ids of option k of prompt i (non-empty).
+    """
+    device = next(model.parameters()).device
+    results: list[list[float]] = [[] for _ in prompts]
+    for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+        ids, mask, positions = _left_pad([prompts[i] for i in batch], pad_id, device)
+        cache = DynamicCache(config=getattr(model, "config", None))
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
+        n_opts = max(len(options[i]) for i in batch)
+        opt_len = max(len(o) for i in batch for o in options[i])
+        if opt_len == 1:
+            for row, i in enumerate(batch):
+                results[i] = [float(first_logp[row, o[0]]) for o in options[i]]
+            continue
+        # One row per (prompt, option); prompts with fewer options repeat their first one.
+        opt_ids = torch.full((len(batch) * n_opts, opt_len), pad_id, dtype=torch.long)
+        opt_mask = torch.zeros_like(opt_ids)
+        for row, i in enumerate(batch):
+            for k in range(n_opts):
+                o = options[i][k] if k < len(options[i]) else options[i][0]
+                opt_ids[row * n_opts + k, : len(o)] = torch.tensor(o)
+                opt_mask[row * n_opts + k, : len(o)] = 1
+        opt_ids, opt_mask = opt_ids.to(device), opt_mask.to(device)
+        cache.batch_repeat_interleave(n_opts)
+        prompt_mask = mask.repeat_interleave(n_opts, dim=0)
+        start = prompt_mask.sum(-1, keepdim=True)
+        opt_positions = start + torch.arange(opt_len, device=device).unsqueeze(0)
+        out2 = model(
+            input_ids=opt_ids,
+            attention_mask=torch.cat([prompt_mask, opt_mask], dim=1),
+            position_ids=opt_positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logp = F.log_softmax(out2.logits[:, :-1].float(), dim=-1)  # predicts tokens 1..L-1
+        rest = logp.gather(-1, opt_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * opt_mask[:, 1:]
+        first = first_logp.repeat_interleave(n_opts, dim=0).gather(1, opt_ids[:, :1]).squeeze(1)
+        totals = (first + rest.sum(-1)).view(len(batch), n_opts)
+        for row, i in enumerate(batch):
+            results[i] = totals[row, : len(options[i])].tolist()
+    return results
+
+
+@torch.no_grad()
+def score_options_reference(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    options: list[list[list[int]]],
+) -> list[list[float]]:
+    """The naive way evaluation harnesses commonly score: one full forward per prompt–option
+    pair. Kept as the ground truth for tests and as the baseline of `benchmarks/scoring.py`."""
+    device = next(model.parameters()).device
+    results = []
+    for prompt, opts in zip(prompts, options, strict=True):
+        scores = []
+        for o in opts:
+            ids = torch.tensor([prompt + o], device=device)
+            logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            targets = ids[0, len(prompt) :]
+            scores.append(float(logp[len(prompt) - 1 :].gather(1, targets[:, None]).sum()))
+        results.append(scores)
+    return results
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    pad_id: int,
+    eos_id: int | None,
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[list[int]]:
+    """Greedy batched generation with the KV cache; returns the new tokens up to EOS."""
+    device = next(model.parameters()).device
+    results: list[list[int]] = [[] for _ in prompts]
+    for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+        ids, mask, _ = _left_pad([prompts[i] for i in batch], pad_id, device)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+        )
+        new = out[:, ids.shape[1] :].tolist()
+        for row, i in enumerate(batch):
+            tokens = new[row]
+            if eos_id is not None and eos_id in tokens:
+                tokens = tokens[: tokens.index(eos_id)]
+            results[i] = tokens
+    return results
+
+
+@torch.no_grad()
+def perplexity(
+    model: torch.nn.Module, texts: list[list[int]], pad_id: int, batch_size: int = 8
+) -> float:
+    """Token-level perplexity over texts (every token after the first is predicted)."""
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    for batch in length_sorted_batches([len(t) for t in texts], batch_size):
+        rows = [texts[i] for i in batch if len(texts[i]) > 1]
+        if not rows:
+            continue
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, t in enumerate(rows):
+            ids[r, : len(t)] = torch.tensor(t)
+            mask[r, : len(t)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        total_nll += float((nll * mask[:, 1:]).sum())
+        total_tokens += int(mask[:, 1:].sum())
+    return float(torch.exp(torch.tensor(total_nll / max(total_tokens, 1))))

@@ -1,0 +1,74 @@
+"""Data of the general-ability suite: MMLU and ARC-Easy subsets, WikiText-2 paragraphs.
+
+These measure what fine-tuning on a stream costs the model outside the stream, so they are
+fixed, seeded subsets that every run and method shares. The tasks have no train split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retain.config import ConfigError
+from retain.data.readers import DataFileNotFoundError, find_split, read_records
+from retain.data.records import from_alpaca, from_multiple_choice, from_text
+from retain.data.streams import resolve_data_dir, seeded_subset
+from retain.data.task import Example, Task
+
+MMLU_FIELDS = ("question", "choice0", "choice1", "choice2", "choice3", "answer")
+"""MMLU CSV columns; the original headerless files are read with these names."""
+
+
+def mmlu_subjects(data_dir: str | Path) -> list[str]:
+    """The subjects with a `mmlu/test/<subject>_test.csv` file, sorted."""
+    folder = resolve_data_dir(data_dir) / "mmlu" / "test"
+    subjects = sorted(p.name.removesuffix("_test.csv") for p in folder.glob("*_test.csv"))
+    if not subjects:
+        raise DataFileNotFoundError(f"no MMLU test files (<subject>_test.csv) in {folder}")
+    return subjects
+
+
+def mmlu_subset(
+    data_dir: str | Path,
+    per_subject: int = 10,
+    subjects: list[str] | None = None,
+    seed: int = 0,
+) -> Task:
+    """A stratified MMLU test subset: `per_subject` seeded questions from each subject."""
+    available = mmlu_subjects(data_dir)
+    chosen = available if subjects is None else subjects
+    unknown = [s for s in chosen if s not in available]
+    if unknown:
+        raise ConfigError(f"unknown MMLU subjects {unknown}; available: {', '.join(available)}")
+    folder = resolve_data_dir(data_dir) / "mmlu" / "test"
+    test: list[Example] = []
+    for subject in chosen:
+        path = folder / f"{subject}_test.csv"
+        examples = from_multiple_choice(read_records(path, fieldnames=MMLU_FIELDS), str(path))
+        test += seeded_subset(examples, per_subject, f"{seed}:mmlu:{subject}")
+    return Task(name="mmlu", train=[], test=test, source=str(folder))
+
+
+def arc_easy_subset(data_dir: str | Path, n: int = 100, seed: int = 0) -> Task:
+    """A seeded subset of the ARC-Easy test set, scored over its `answer1..N` options."""
+    path = find_split(resolve_data_dir(data_dir) / "llm_adapters_eval" / "ARC-Easy", "test")
+    examples = from_alpaca(read_records(path), str(path))
+    test = seeded_subset(examples, n, f"{seed}:arc_easy")
+    return Task(name="arc_easy", train=[], test=test, source=str(path))
+
+
+def wikitext_paragraphs(data_dir: str | Path, n: int = 50) -> list[str]:
+    """The first `n` body paragraphs of WikiText-2 raw test (headings `= ... =` skipped).
+
+    The first ones in order, not a sample: perplexity stays comparable across runs, and GeRe
+    replay text comes from other files, so the two never overlap.
+    """
+    path = resolve_data_dir(data_dir) / "general_text" / "wikitext2_raw" / "wiki.test.raw"
+    paragraphs = []
+    for text in from_text(read_records(path), str(path)):
+        line = text.strip()
+        if not line or (line.startswith("=") and line.endswith("=")):
+            continue
+        paragraphs.append(line)
+        if len(paragraphs) >= n:
+            break
+    return paragraphs

@@ -1,0 +1,330 @@
+"""Turn raw records of each known shape into `Example`s, checking every field on the way.
+
+One function per shape. Each takes the records and the `source` they came from (a file path or
+dataset id, used only in error messages) and fails on the first bad record with a
+`DataFormatError` naming the file, the record index and the field.
+
+Prompts end in `Answer:`; the answer is appended after a space by the tokeniser code
+(`encoding.answer_text`), so an answer is stored without a leading space.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from retain.data.readers import DataFormatError, locate
+from retain.data.task import Example
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+OLORA_INSTRUCTIONS: dict[str, str] = {
+    "agnews": "What is the topic of the following paragraph? Choose one from the option.",
+    "dbpedia": "What is the topic of the following paragraph? Choose one from the option.",
+    "yahoo": "What is the topic of the following paragraph? Choose one from the option.",
+    "amazon": "What is the sentiment of the following paragraph? Choose one from the option.",
+    "yelp": "What is the sentiment of the following paragraph? Choose one from the option.",
+    "imdb": "What is the sentiment of the following paragraph? Choose one from the option.",
+    "sst2": "What is the sentiment of the following paragraph? Choose one from the option.",
+    "mnli": 'What is the logical relationship between the "sentence 1" and the "sentence 2"? '
+    "Choose one from the option.",
+    "rte": 'What is the logical relationship between the "sentence 1" and the "sentence 2"? '
+    "Choose one from the option.",
+    "cb": 'What is the logical relationship between the "sentence 1" and the "sentence 2"? '
+    "Choose one from the option.",
+    "qqp": 'Whether the "first sentence" and the "second sentence" have the same meaning? '
+    "Choose one from the option.",
+    "wic": "Given a word and two sentences, whether the word is used with the same sense in both "
+    "sentence? Choose one from the option.",
+    "boolq": "According to the following passage, is the question true or false? "
+    "Choose one from the option.",
+    "multirc": "According to the following passage and question, is the candidate answer true or "
+    "false? Choose one from the option.",
+}
+"""The instruction of each O-LoRA task family, word for word as in the TRACE-format copies
+(`treelora_long_sequence_500`), so that `{sentence, label}` data gets the same prompts."""
+
+_ANSWER_FORMAT = re.compile(r"Answer format:\s*(\S+)\s*$")
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def _fail(
+    source: str, records: Sequence[Any], i: int, field: str, problem: str, expected: str
+) -> DataFormatError:
+    """`file line 7 (record 6): field 'answer' missing; expected {prompt, answer}`."""
+    return DataFormatError(
+        f"{locate(source, records, i)}: field {field!r} {problem}; expected {expected}"
+    )
+
+
+def _str_field(
+    records: Sequence[dict[str, Any]],
+    source: str,
+    i: int,
+    field: str,
+    expected: str,
+    numbers: bool = False,
+) -> str:
+    """A text field; `numbers` also accepts ints and floats (CSV-like data, numeric answers)."""
+    rec = records[i]
+    if field not in rec:
+        raise _fail(source, records, i, field, "missing", expected)
+    value = rec[field]
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    kind = "text or a number" if numbers else "text"
+    raise _fail(source, records, i, field, f"is {type(value).__name__}, not {kind}", expected)
+
+
+def from_prompt_answer(
+    records: Sequence[dict[str, Any]], source: str, options: Sequence[str] | None = None
+) -> list[Example]:
+    """TRACE / TreeLoRA `{prompt, answer}`; with `options` (labels.json) for loglik scoring."""
+    expected = "{prompt, answer}"
+    opts = tuple(options) if options is not None else None
+    out = []
+    for i in range(len(records)):
+        prompt = _str_field(records, source, i, "prompt", expected)
+        answer = _str_field(records, source, i, "answer", expected, numbers=True)
+        if opts is not None and answer not in opts:
+            raise _fail(source, records, i, "answer", f"is {answer!r}", f"one of {list(opts)}")
+        out.append(Example(prompt, answer, opts))
+    return out
+
+
+def sentence_prompt(instruction: str, labels: Sequence[str], sentence: str) -> str:
+    """The TRACE prompt built from O-LoRA parts: instruction, option list, text, `Answer:`."""
+    body = sentence if sentence.endswith("\n") else sentence + "\n"
+    return f"{instruction}\nOption: {', '.join(labels)} \n{body}Answer:"
+
+
+def from_sentence_label(
+    records: Sequence[dict[str, Any]],
+    source: str,
+    labels: Sequence[str],
+    instruction: str,
+) -> list[Example]:
+    """O-LoRA `{sentence, label}`; the label may also be an index into `labels`."""
+    expected = "{sentence, label}"
+    opts = tuple(labels)
+    out = []
+    for i, rec in enumerate(records):
+        sentence = _str_field(records, source, i, "sentence", expected)
+        if "label" not in rec:
+            raise _fail(source, records, i, "label", "missing", expected)
+        label = rec["label"]
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(opts):
+            label = opts[label]
+        if label not in opts:
+            raise _fail(source, records, i, "label", f"is {label!r}", f"one of {list(opts)}")
+        out.append(Example(sentence_prompt(instruction, opts, sentence), str(label), opts))
+    return out
+
+
+def from_alpaca(
+    records: Sequence[dict[str, Any]], source: str, options_from_answer_format: bool = True
+) -> list[Example]:
+    """`{instruction, input, output}`, and the LLM-Adapters variant with an `answer` field.
+
+    Multiple-choice records there end their instruction with `Answer format: a/b/c`; those
+    choices become the options and `answer` the target, so they are scored by log-likelihood.
+    """
+    expected = "{instruction, input, output} (optionally answer)"
+    out = []
+    for i, rec in enumerate(records):
+        instruction = _str_field(records, source, i, "instruction", expected)
+        text = _str_field(records, source, i, "input", expected) if "input" in rec else ""
+        prompt = f"{instruction}\n{text}" if text.strip() else instruction
+        prompt += "\nAnswer:"
+        match = _ANSWER_FORMAT.search(instruction) if options_from_answer_format else None
+        if match:
+            options = tuple(c for c in match.group(1).split("/") if c)
+            answer = _str_field(records, source, i, "answer", expected, numbers=True)
+            if answer not in options:
+                raise _fail(
+                    source, records, i, "answer", f"is {answer!r}", f"one of {list(options)}"
+                )
+            out.append(Example(prompt, answer, options))
+        elif "answer" in rec:
+            out.append(Example(prompt, _str_field(records, source, i, "answer", expected, True)))
+        else:
+            out.append(Example(prompt, _str_field(records, source, i, "output", expected)))
+    return out
+
+
+def mc_prompt(question: str, choices: Sequence[str]) -> str:
+    """`question`, one `A. choice` line per choice, then `Answer:`."""
+    lines = [question.rstrip()]
+    lines += [f"{LETTERS[k]}. {c}" for k, c in enumerate(choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def from_multiple_choice(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
+    """Multiple choice, answered with a letter; three record shapes are understood.
+
+    - `{question, choices, answer}`: choices a list (or Hub-style `{text: [...], label: [...]}`),
+      answer an index, the choice text or a letter;
+    - MMLU CSV rows `{question, choice0..choiceN, answer}`, answer a 0-based index or a letter;
+    - ARC's official `{question: {stem, choices: [{text, label}]}, answerKey}`.
+    """
+    out = []
+    for i, rec in enumerate(records):
+        if isinstance(rec.get("question"), dict):
+            question, choices, index = _arc_record(records, source, i)
+        elif "choice0" in rec:
+            question, choices, index = _mmlu_record(records, source, i)
+        else:
+            question, choices, index = _choices_record(records, source, i)
+        letters = tuple(LETTERS[: len(choices)])
+        out.append(Example(mc_prompt(question, choices), letters[index], letters))
+    return out
+
+
+_MC_EXPECTED = "{question, choices, answer}"
+
+
+def _choice_texts(
+    records: Sequence[dict[str, Any]], source: str, i: int, field: str, value: Any
+) -> list[str]:
+    if not isinstance(value, list | tuple) or len(value) < 2 or len(value) > len(LETTERS):
+        raise _fail(source, records, i, field, f"is {value!r}", "a list of 2 or more choices")
+    texts = []
+    for c in value:
+        if isinstance(c, bool) or not isinstance(c, str | int | float):
+            raise _fail(source, records, i, field, f"holds {c!r}", "choices as text")
+        texts.append(str(c))
+    return texts
+
+
+def _answer_index(
+    records: Sequence[dict[str, Any]],
+    source: str,
+    i: int,
+    field: str,
+    choices: Sequence[str],
+    by_text: bool,
+) -> int:
+    """The 0-based index of the right choice from an index, a letter or (if `by_text`) its text.
+
+    Text is tried before letters and digits, so a choice list like ["1", "2"] is not misread;
+    CSV rows never match by text because there a "1" is always an index.
+    """
+    rec = records[i]
+    if field not in rec:
+        raise _fail(source, records, i, field, "missing", _MC_EXPECTED)
+    value = rec[field]
+    n = len(choices)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if by_text and text in choices:
+            return list(choices).index(text)
+        if len(text) == 1 and text in LETTERS[:n]:
+            return LETTERS.index(text)
+        if text.isdigit() and int(text) < n:
+            return int(text)
+    raise _fail(
+        source,
+        records,
+        i,
+        field,
+        f"is {value!r}",
+        f"a 0-based index below {n}, a letter {LETTERS[0]}-{LETTERS[n - 1]}"
+        + (" or the text of a choice" if by_text else ""),
+    )
+
+
+def _choices_record(
+    records: Sequence[dict[str, Any]], source: str, i: int
+) -> tuple[str, list[str], int]:
+    rec = records[i]
+    question = _str_field(records, source, i, "question", _MC_EXPECTED)
+    if "choices" not in rec:
+        raise _fail(
+            source,
+            records,
+            i,
+            "choices",
+            "missing",
+            f"{_MC_EXPECTED}, MMLU {{question, choice0..choice3, answer}} or ARC "
+            "{question: {stem, choices}, answerKey}",
+        )
+    raw = rec["choices"]
+    if isinstance(raw, dict):
+        if "text" not in raw:
+            expected = "{text: [...], label: [...]}"
+            raise _fail(source, records, i, "choices", "has no 'text'", expected)
+        choices = _choice_texts(records, source, i, "choices.text", raw["text"])
+        labels = raw.get("label")
+        key = rec.get("answerKey")
+        if isinstance(labels, list) and isinstance(key, str) and key in labels:
+            return question, choices, labels.index(key)
+    else:
+        choices = _choice_texts(records, source, i, "choices", raw)
+    field = "answer" if "answer" in rec or "answerKey" not in rec else "answerKey"
+    return question, choices, _answer_index(records, source, i, field, choices, by_text=True)
+
+
+def _mmlu_record(
+    records: Sequence[dict[str, Any]], source: str, i: int
+) -> tuple[str, list[str], int]:
+    rec = records[i]
+    expected = "{question, choice0..choice3, answer}"
+    question = _str_field(records, source, i, "question", expected)
+    n = 0
+    while f"choice{n}" in rec:
+        n += 1
+    choices = [_str_field(records, source, i, f"choice{k}", expected, True) for k in range(n)]
+    if n < 2:
+        raise _fail(source, records, i, "choice1", "missing", expected)
+    return question, choices, _answer_index(records, source, i, "answer", choices, by_text=False)
+
+
+def _arc_record(
+    records: Sequence[dict[str, Any]], source: str, i: int
+) -> tuple[str, list[str], int]:
+    rec = records[i]
+    expected = "ARC {question: {stem, choices: [{text, label}]}, answerKey}"
+    q = rec["question"]
+    stem = q.get("stem")
+    if not isinstance(stem, str):
+        raise _fail(source, records, i, "question.stem", f"is {stem!r}", expected)
+    raw = q.get("choices")
+    if not isinstance(raw, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("text"), str) and "label" in c for c in raw
+    ):
+        raise _fail(source, records, i, "question.choices", f"is {raw!r}", expected)
+    choices = _choice_texts(records, source, i, "question.choices", [c["text"] for c in raw])
+    labels = [str(c["label"]) for c in raw]
+    key = rec.get("answerKey")
+    if str(key) not in labels:
+        raise _fail(source, records, i, "answerKey", f"is {key!r}", f"one of {labels}")
+    return stem, choices, labels.index(str(key))
+
+
+def gsm8k_answer(rationale: str) -> str:
+    """The rationale without `<<48/2=24>>` calculator notes; it keeps its `#### N` ending."""
+    return _CALCULATOR.sub("", rationale).strip()
+
+
+def from_gsm8k(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
+    """GSM8K `{question, answer}`: the model learns the worked solution ending in `#### N`."""
+    expected = "{question, answer} with the answer ending in '#### <number>'"
+    out = []
+    for i in range(len(records)):
+        question = _str_field(records, source, i, "question", expected)
+        rationale = _str_field(records, source, i, "answer", expected)
+        _, sep, final = rationale.rpartition("####")
+        if not sep or not final.strip():
+            raise _fail(source, records, i, "answer", "has no '#### <number>' ending", expected)
+        out.append(Example(f"Question: {question.strip()}\nAnswer:", gsm8k_answer(rationale)))
+    return out
+
+
+def from_text(records: Sequence[dict[str, Any]], source: str) -> list[str]:
+    """General-corpus `{text}` records (plain-text files are read as such)."""
+    return [_str_field(records, source, i, "text", "{text}") for i in range(len(records))]

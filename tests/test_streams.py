@@ -1,0 +1,286 @@
+"""Stream registry, YAML streams, subsampling and the general-ability suite."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retain.config import ConfigError, DataConfig
+from retain.data.general import arc_easy_subset, mmlu_subset, wikitext_paragraphs
+from retain.data.readers import DataFormatError
+from retain.data.streams import STREAMS, cap_task, load_stream, seeded_subset, stream_from_spec
+from retain.data.task import Example, Task
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA} (../shared/data)"
+)
+
+ORDERS = {
+    "olora-standard-1": "dbpedia amazon yahoo agnews",
+    "olora-standard-2": "dbpedia amazon agnews yahoo",
+    "olora-standard-3": "yahoo amazon agnews dbpedia",
+    "olora-long-4": "mnli cb wic copa qqp boolq rte imdb yelp amazon sst2 dbpedia agnews "
+    "multirc yahoo",
+    "olora-long-5": "multirc boolq wic mnli cb copa qqp rte imdb sst2 dbpedia agnews yelp "
+    "amazon yahoo",
+    "olora-long-6": "yelp amazon mnli cb copa qqp rte imdb sst2 dbpedia agnews yahoo multirc "
+    "boolq wic",
+    "reasoning-5": "agnews boolq openbookqa arc-challenge gsm8k",
+}
+# (train, test) in the files; MNLI test has two '-' (no gold label) items that are dropped
+OLORA_SIZES = {"cb": (250, 56), "copa": (400, 100), "mnli": (500, 98)}
+REASONING_SIZES = {
+    "agnews": (4000, 7600),
+    "boolq": (2000, 3270),
+    "openbookqa": (4957, 500),
+    "arc-challenge": (1119, 1172),
+    "gsm8k": (7473, 1319),
+}
+
+
+def config(stream: str, **kw: object) -> DataConfig:
+    return DataConfig(stream=stream, data_dir=str(DATA), **kw)  # type: ignore[arg-type]
+
+
+def test_registry_names() -> None:
+    assert set(STREAMS) == {"builtin", *ORDERS}
+
+
+@needs_data
+@pytest.mark.parametrize("name", [n for n in ORDERS if n.startswith("olora")])
+def test_olora_streams(name: str) -> None:
+    stream = load_stream(config(name, valid_per_task=10), seed=0)
+    assert stream.name == name
+    assert stream.task_names == ORDERS[name].split()
+    for task in stream.tasks:
+        n_train, n_test = OLORA_SIZES.get(task.name, (500, 100))
+        assert (len(task.train), len(task.valid), len(task.test)) == (n_train - 10, 10, n_test)
+        assert task.scoring == "loglik" and task.metric == "accuracy"
+        assert task.test[0].prompt.endswith("Answer:")
+        assert all(ex.answer in (ex.options or ()) for ex in task.test)
+
+
+@needs_data
+def test_reasoning_stream() -> None:
+    stream = load_stream(config("reasoning-5", valid_per_task=0), seed=0)
+    assert stream.task_names == ORDERS["reasoning-5"].split()
+    for task in stream.tasks:
+        assert (len(task.train), len(task.test)) == REASONING_SIZES[task.name]
+    by_name = {t.name: t for t in stream.tasks}
+    gsm8k = by_name["gsm8k"]
+    assert (gsm8k.scoring, gsm8k.metric, gsm8k.max_new_tokens) == ("generate", "math_exact", 256)
+    assert gsm8k.train[0].answer.endswith("#### 72") and "<<" not in gsm8k.train[0].answer
+    assert by_name["openbookqa"].test[0].options == ("answer1", "answer2", "answer3", "answer4")
+    assert "\npassage: " in by_name["boolq"].train[0].prompt
+    for name in ("agnews", "boolq", "openbookqa", "arc-challenge"):
+        assert by_name[name].scoring == "loglik"
+
+
+@needs_data
+def test_caps_are_deterministic_and_seeded() -> None:
+    caps = {"max_train_per_task": 20, "max_test_per_task": 7, "valid_per_task": 5}
+    a = load_stream(config("olora-standard-1", **caps), seed=0)
+    b = load_stream(config("olora-standard-1", **caps), seed=123)  # run seed does not matter
+    c = load_stream(config("olora-standard-1", subsample_seed=1, **caps), seed=0)
+    for ta, tb, tc in zip(a.tasks, b.tasks, c.tasks, strict=True):
+        assert (len(ta.train), len(ta.valid), len(ta.test)) == (20, 5, 7)
+        assert (ta.train, ta.valid, ta.test) == (tb.train, tb.valid, tb.test)
+        assert ta.train != tc.train
+        assert not set(ta.valid) & set(ta.train)
+        assert not set(ta.valid) & set(ta.test)
+
+
+@needs_data
+def test_valid_does_not_depend_on_train_cap() -> None:
+    small = load_stream(config("olora-standard-1", max_train_per_task=10), seed=0)
+    full = load_stream(config("olora-standard-1"), seed=0)
+    for s, f in zip(small.tasks, full.tasks, strict=True):
+        assert s.valid == f.valid and len(s.valid) == 32
+        assert set(s.train) <= set(f.train)
+
+
+def test_cap_task_keeps_small_tasks_trainable() -> None:
+    examples = [Example(f"q{i}", "a") for i in range(6)]
+    task = Task("t", train=examples, test=examples[:2], scoring="generate", metric="exact_match")
+    capped = cap_task(task, DataConfig(valid_per_task=32))
+    assert len(capped.valid) == 3 and len(capped.train) == 3
+    assert set(capped.valid).isdisjoint(capped.train)
+    assert capped.test == task.test
+
+
+def test_seeded_subset() -> None:
+    items = list(range(100))
+    a = seeded_subset(items, 10, "0:x")
+    assert a == seeded_subset(items, 10, "0:x") == sorted(a)
+    assert a != seeded_subset(items, 10, "1:x")
+    assert seeded_subset(items, None, "k") == items
+    assert seeded_subset(items, 500, "k") == items
+
+
+def test_unknown_stream_lists_known_names() -> None:
+    with pytest.raises(ConfigError, match=r"unknown stream 'nope'.*olora-standard-1.*reasoning-5"):
+        load_stream(DataConfig(stream="nope"), seed=0)
+
+
+def test_missing_data_dir(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError) as info:
+        load_stream(DataConfig(stream="olora-standard-1", data_dir=str(missing)), seed=0)
+    assert str(info.value) == (
+        f"data directory '{missing}' not found; pass --data-dir or data.data_dir=..."
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("retain.data.builtin") is None,
+    reason="retain.data.builtin is not written yet",
+)
+def test_builtin_stream_sizes() -> None:
+    cfg = DataConfig(stream="builtin", max_train_per_task=12, max_test_per_task=5, valid_per_task=4)
+    a = load_stream(cfg, seed=3)
+    assert len(a) >= 5
+    for task in a.tasks:
+        assert (len(task.train), len(task.valid), len(task.test)) == (12, 4, 5)
+    b = load_stream(cfg, seed=3)
+    assert [t.train for t in a.tasks] == [t.train for t in b.tasks]
+
+
+# --- streams defined as data --------------------------------------------------------------
+
+
+def make_files(root: Path) -> dict[str, object]:
+    """One small file per record format, and a spec using each of them."""
+    (root / "pa").mkdir()
+    (root / "pa" / "train.json").write_text(
+        json.dumps(
+            [
+                {"prompt": f"{i} is even?", "answer": "yes" if i % 2 == 0 else "no"}
+                for i in range(10)
+            ]
+        )
+    )
+    (root / "pa" / "test.jsonl").write_text(json.dumps({"prompt": "3 is even?", "answer": "no"}))
+    (root / "pa" / "labels.json").write_text(json.dumps(["yes", "no"]))
+    (root / "sl.json").write_text(json.dumps([{"sentence": "good film", "label": "Good"}] * 4))
+    mc = "question,choice0,choice1,answer\nSky?,red,blue,1\nSea?,blue,red,0\n"
+    (root / "mc.csv").write_text(mc)
+    alpaca = [{"instruction": "Say hi", "input": "", "output": "hi"}]
+    (root / "alp.json").write_text(json.dumps(alpaca))
+    gsm8k = {"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}
+    (root / "g.jsonl").write_text(json.dumps(gsm8k))
+    return {
+        "name": "mine",
+        "tasks": [
+            {
+                "name": "parity",
+                "train": "pa/train.json",
+                "test": "pa/test.jsonl",
+                "format": "prompt_answer",
+                "labels": "pa/labels.json",
+            },
+            {
+                "name": "sentiment",
+                "train": "sl.json",
+                "test": str(root / "sl.json"),
+                "format": "sentence_label",
+                "labels": ["Good", "Bad"],
+                "instruction": "Sentiment?",
+            },
+            {"name": "colours", "train": "mc.csv", "test": "mc.csv", "format": "multiple_choice"},
+            {"name": "greet", "train": "alp.json", "test": "alp.json", "format": "alpaca"},
+            {"name": "math", "train": "g.jsonl", "test": "g.jsonl", "format": "gsm8k"},
+        ],
+    }
+
+
+def test_stream_from_spec(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    stream = stream_from_spec(spec, tmp_path)
+    assert stream.name == "mine"
+    assert stream.task_names == ["parity", "sentiment", "colours", "greet", "math"]
+    t = {task.name: task for task in stream.tasks}
+    assert t["parity"].scoring == "loglik" and t["parity"].train[0].options == ("yes", "no")
+    assert t["sentiment"].train[0].prompt == "Sentiment?\nOption: Good, Bad \ngood film\nAnswer:"
+    assert t["colours"].test[0].answer == "B"
+    assert (t["greet"].scoring, t["greet"].metric) == ("generate", "exact_match")
+    assert (t["math"].metric, t["math"].max_new_tokens) == ("math_exact", 256)
+    assert len(t["parity"].train) == 10
+
+
+def test_yaml_stream_file_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = make_files(tmp_path)
+    del spec["name"]
+    (tmp_path / "my_stream.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path)
+    cfg = DataConfig(stream="my_stream.yaml", data_dir=".", max_train_per_task=3, valid_per_task=2)
+    stream = load_stream(cfg, seed=0)
+    assert stream.name == "my_stream"
+    parity = stream.tasks[0]
+    assert (len(parity.train), len(parity.valid)) == (3, 2)
+
+
+def test_spec_errors(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    tasks: list[dict[str, object]] = spec["tasks"]  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"tasks\[0\]: colour: Extra inputs.*allowed: name"):
+        stream_from_spec([{**tasks[0], "colour": "red"}], tmp_path)
+    with pytest.raises(ConfigError, match=r"tasks\[1\]: format: Input should be"):
+        stream_from_spec([tasks[0], {**tasks[1], "format": "xml"}], tmp_path)
+    with pytest.raises(ConfigError, match=r"tasks\[0\]: test: Field required"):
+        stream_from_spec([{k: v for k, v in tasks[0].items() if k != "test"}], tmp_path)
+    with pytest.raises(ConfigError, match="sentence_label needs labels"):
+        stream_from_spec([{k: v for k, v in tasks[1].items() if k != "labels"}], tmp_path)
+    with pytest.raises(ConfigError, match="repeated: \\['parity'\\]"):
+        stream_from_spec([tasks[0], tasks[0]], tmp_path)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        stream_from_spec({"tasks": tasks, "order": []}, tmp_path)
+    with pytest.raises(DataFormatError, match="data file not found: .*missing.json"):
+        stream_from_spec([{**tasks[0], "train": "missing.json"}], tmp_path)
+
+
+def test_bad_record_in_a_stream_names_file(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    (tmp_path / "pa" / "test.jsonl").write_text('{"prompt": "x", "answer": "maybe"}\n')
+    with pytest.raises(DataFormatError, match=r"test\.jsonl line 1 \(record 0\): field 'answer'"):
+        stream_from_spec(spec, tmp_path)
+
+
+# --- general-ability suite ----------------------------------------------------------------
+
+
+@needs_data
+def test_general_suite() -> None:
+    mmlu = mmlu_subset(DATA)
+    assert (mmlu.name, mmlu.train, len(mmlu.test)) == ("mmlu", [], 57 * 10)
+    assert mmlu.test[0].options == ("A", "B", "C", "D")
+    assert mmlu_subset(DATA).test == mmlu.test
+    assert mmlu_subset(DATA, seed=1).test != mmlu.test
+    two = mmlu_subset(DATA, per_subject=3, subjects=["anatomy", "astronomy"])
+    assert len(two.test) == 6
+    with pytest.raises(ConfigError, match="unknown MMLU subjects \\['astrology'\\]"):
+        mmlu_subset(DATA, subjects=["astrology"])
+
+    arc = arc_easy_subset(DATA, n=25)
+    assert (arc.name, arc.train, len(arc.test)) == ("arc_easy", [], 25)
+    assert arc.test == arc_easy_subset(DATA, n=25).test
+
+    paragraphs = wikitext_paragraphs(DATA, n=20)
+    assert len(paragraphs) == 20
+    assert paragraphs[0].startswith("Robert Boulter is an English film")
+    assert not any(p.startswith("=") for p in paragraphs)
+
+
+def test_mmlu_original_layout(tmp_path: Path) -> None:
+    """Headerless MMLU files with letter answers, as in the original release."""
+    folder = tmp_path / "mmlu" / "test"
+    folder.mkdir(parents=True)
+    rows = "".join(f"Q{i}?,a,b,c,d,{'ABCD'[i % 4]}\n" for i in range(8))
+    (folder / "anatomy_test.csv").write_text(rows)
+    task = mmlu_subset(tmp_path, per_subject=5)
+    assert len(task.test) == 5
+    assert all(ex.answer == "ABCD"[int(ex.prompt[1]) % 4] for ex in task.test)

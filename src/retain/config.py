@@ -60,7 +60,9 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     log_every: int = Field(1, gt=0)
-    checkpoint_every: int = Field(0, ge=0, description="steps between mid-task checkpoints; 0: task ends only")
+    checkpoint_every: int = Field(
+        0, ge=0, description="steps between mid-task checkpoints; 0: task ends only"
+    )
     progress: bool = True
 
     @model_validator(mode="after")
@@ -93,7 +95,9 @@ class ReplayConfig(Section):
     lam: float = Field(0.3, gt=0, le=1, description="replay fraction λ of a replay step")
     unit_steps: int | None = Field(None, gt=0, description="steps per unit; None: 5% of the task")
     unit_fraction: float = Field(0.05, gt=0, le=1)
-    interval_units: float = Field(3.0, ge=0, description="fixed: units between events; 0: every step")
+    interval_units: float = Field(
+        3.0, ge=0, description="fixed: units between events; 0: every step"
+    )
     event_units: float = Field(1.0, gt=0)
     loss_ema_decay: float = Field(0.9, gt=0, lt=1)
     loss_delta: float = Field(0.2, ge=0)

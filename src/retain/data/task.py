@@ -41,9 +41,15 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.scoring == "loglik" and self.metric != "accuracy":
-            raise ValueError(f"task {self.name!r}: loglik scoring gives accuracy, not {self.metric}")
+            raise ValueError(
+                f"task {self.name!r}: loglik scoring gives accuracy, not {self.metric}"
+            )
         if self.scoring == "loglik":
-            for split, examples in (("train", self.train), ("test", self.test), ("valid", self.valid)):
+            for split, examples in (
+                ("train", self.train),
+                ("test", self.test),
+                ("valid", self.valid),
+            ):
                 for i, ex in enumerate(examples):
                     if not ex.options or ex.answer not in ex.options:
                         raise ValueError(

@@ -35,15 +35,24 @@ HOOKS = (
 class StepOutputs:
     """What the loop's forward pass produced, shared with plugins (no second forward).
 
-    `per_sample_loss` is the token-averaged NLL of each row (with grad), `hidden_states` is only
-    filled when some plugin sets `needs_hidden_states`.
+    `per_sample_loss` is the token-averaged NLL of each row, `hidden_states` is only filled when
+    some plugin sets `needs_hidden_states`. `extra_loss` sees them with grad; `after_step` (which
+    runs after the optimizer step) sees a detached copy without logits or hidden states.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     per_sample_loss: torch.Tensor
     answer_tokens: torch.Tensor
     task_loss: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
+
+    def detached(self) -> StepOutputs:
+        return StepOutputs(
+            logits=None,
+            per_sample_loss=self.per_sample_loss.detach(),
+            answer_tokens=self.answer_tokens,
+            task_loss=self.task_loss.detach(),
+        )
 
 
 @dataclass

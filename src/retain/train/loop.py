@@ -1,0 +1,528 @@
+"""The continual loop: evaluate row 0, then for each task train, evaluate every task, checkpoint.
+
+One lean loop on accelerate (so DDP/FSDP/DeepSpeed come from an existing engine). It controls
+batch composition step by step so that plugins can mix replay rows in, computes the loss once
+from the logits so that per-sample losses are free for methods that track samples, and calls
+each hook only on the plugins that implement it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from retain.config import RunConfig, dump_config
+from retain.data.encoding import (
+    IGNORE_INDEX,
+    Batch,
+    BatchPlan,
+    SampleStore,
+    collate,
+    encode_example,
+)
+from retain.data.task import Example, Task, TaskStream
+from retain.eval.evaluate import EncodedEvalSet, encode_eval_set, example_scores
+from retain.methods.base import Context, Plugin, StepOutputs, overrides
+from retain.methods.registry import build_plugins
+from retain.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+CHECKPOINT_DIR = "checkpoints/latest"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    resumed: bool
+
+
+def _mixed_precision(config: RunConfig) -> str:
+    if config.train.mixed_precision != "auto":
+        return config.train.mixed_precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row summed next-token NLL and the number of answer tokens per row."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
+    counts = (shift_labels != IGNORE_INDEX).sum(-1)
+    return nll.sum(-1), counts
+
+
+class TaskOrder:
+    """The deterministic sequence of training samples of one task: seeded epoch permutations.
+
+    Micro-batch k is a pure function of (seed, task, k), so a resumed run draws exactly the
+    batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, pool: list[int], seed: int, task_index: int, batch_size: int) -> None:
+        self.pool = np.asarray(pool, dtype=np.int64)
+        self.seed, self.task_index, self.batch_size = seed, task_index, batch_size
+        self._epochs: dict[int, np.ndarray] = {}
+
+    def _epoch(self, e: int) -> np.ndarray:
+        if e not in self._epochs:
+            rng = np.random.default_rng([self.seed, self.task_index, e])
+            self._epochs = {e: self.pool[rng.permutation(len(self.pool))]}
+        return self._epochs[e]
+
+    def batch(self, k: int) -> list[int]:
+        n = len(self.pool)
+        start = k * self.batch_size
+        return [int(self._epoch((start + j) // n)[(start + j) % n]) for j in range(self.batch_size)]
+
+
+class ContinualTrainer:
+    """Owns one run: model, data, plugins, the score matrix and the run directory."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        stream: TaskStream | None = None,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        from retain.data.streams import load_stream
+        from retain.eval.matrix import ScoreMatrix
+        from retain.models.adapters import prepare_for_finetuning
+        from retain.models.loading import load_backbone
+        from retain.results.rundir import RunLog
+
+        self.config = config
+        self.run_dir = config.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_config_matches()
+        set_seed(config.seed)
+        self.accelerator = Accelerator(
+            mixed_precision=_mixed_precision(config),
+            gradient_accumulation_steps=config.train.grad_accum,
+        )
+        self.device = self.accelerator.device
+        self.stream = stream if stream is not None else load_stream(config.data, config.seed)
+        if model is None:
+            model, tokenizer = load_backbone(config.model, self.device)
+        assert tokenizer is not None, "a tokenizer must come with a given model"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        model = prepare_for_finetuning(model, config.model)
+        self.plugins: list[Plugin] = build_plugins(config)
+        self.store = SampleStore()
+        task_samples = self._encode_training_data(self.stream)
+        self.eval_sets = [
+            encode_eval_set(tokenizer, t, t.test, config.data.max_length) for t in self.stream.tasks
+        ]
+        self._probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
+        self.log = RunLog(self.run_dir / "log.jsonl")
+        self.ctx = Context(
+            config=config,
+            stream=self.stream,
+            store=self.store,
+            task_samples=task_samples,
+            device=self.device,
+            tokenizer=tokenizer,
+            log_event=self.log.write,
+            score_examples=self._score_examples,
+        )
+        for plugin in self._with("wrap_model"):
+            model = plugin.wrap_model(self.ctx, model)
+        self.model = self.accelerator.prepare(model)
+        self.ctx.model = self.model
+        self.general = self._general_suite()
+        self.matrix = ScoreMatrix(self.stream.task_names, list(self.general))
+        for task in self.stream.tasks:
+            self.matrix.score_types[task.name] = task.metric
+            self.matrix.decoding[task.name] = task.decoding
+        self.needs_hidden = any(p.needs_hidden_states for p in self.plugins)
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+
+    # ----------------------------------------------------------------- set-up helpers
+    def _check_config_matches(self) -> None:
+        """A run directory belongs to one configuration: resuming with another is refused."""
+        path = self.run_dir / "config.yaml"
+        text = dump_config(self.config)
+        resuming = path.exists() and (self.run_dir / CHECKPOINT_DIR).exists()
+        if resuming and path.read_text() != text:
+            raise ValueError(
+                f"{path} holds a different configuration; resume with the same config or "
+                f"choose another run name (name=...)"
+            )
+        path.write_text(text)
+
+    def _with(self, hook: str) -> list[Plugin]:
+        return [p for p in self.plugins if overrides(p, hook)]
+
+    def _encode_training_data(self, stream: TaskStream) -> list[list[int]]:
+        pools = []
+        for t, task in enumerate(stream.tasks):
+            ids = []
+            for ex in task.train:
+                input_ids, labels = encode_example(self.tokenizer, ex, self.config.data.max_length)
+                ids.append(self.store.add(input_ids, labels, t))
+            pools.append(ids)
+        return pools
+
+    def _general_suite(self) -> dict[str, Any]:
+        cfg = self.config.eval.general
+        if not cfg.enabled:
+            return {}
+        from retain.data.general import arc_easy_subset, mmlu_subset, wikitext_paragraphs
+
+        data_dir = self.config.data.data_dir
+        suite: dict[str, Any] = {}
+        max_len = self.config.data.max_length
+        if cfg.mmlu_per_subject:
+            task = mmlu_subset(data_dir, cfg.mmlu_per_subject, cfg.mmlu_subjects)
+            suite["mmlu"] = encode_eval_set(self.tokenizer, task, task.test, max_len)
+        if cfg.arc_easy:
+            task = arc_easy_subset(data_dir, cfg.arc_easy)
+            suite["arc_easy"] = encode_eval_set(self.tokenizer, task, task.test, max_len)
+        if cfg.wikitext_paragraphs:
+            texts = wikitext_paragraphs(data_dir, cfg.wikitext_paragraphs)
+            suite["wikitext_ppl"] = [
+                self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_len] for t in texts
+            ]
+        return suite
+
+    def _score_examples(self, task: Task, examples: list[Example]) -> list[float]:
+        """Probe scoring for methods (accuracy-triggered replay); counted as extra passes."""
+        key = (task.name, len(examples))
+        if key not in self._probe_sets:
+            self._probe_sets[key] = encode_eval_set(
+                self.tokenizer, task, examples, self.config.data.max_length
+            )
+        data = self._probe_sets[key]
+        self.ctx.count("extra_forward_passes", data.forward_passes)
+        return example_scores(self.model, self.tokenizer, data, self.config.eval.batch_size)
+
+    def steps_for(self, pool_size: int) -> int:
+        tc = self.config.train
+        if tc.steps_per_task is not None:
+            return tc.steps_per_task
+        assert tc.epochs_per_task is not None
+        per_step = tc.batch_size * tc.grad_accum * self.accelerator.num_processes
+        return max(1, math.ceil(tc.epochs_per_task * pool_size / per_step))
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate_row(self, stage: int) -> None:
+        from retain.eval.evaluate import task_score, text_perplexity
+
+        start = time.perf_counter()
+        bs = self.config.eval.batch_size
+        scores = {
+            data.task.name: task_score(self.model, self.tokenizer, data, bs)
+            for data in tqdm(
+                self.eval_sets,
+                desc=f"eval stage {stage}",
+                leave=False,
+                disable=not self.config.train.progress,
+            )
+        }
+        general = {}
+        for name, data in self.general.items():
+            if name.endswith("_ppl"):
+                general[name] = text_perplexity(self.model, self.tokenizer, data, bs)
+            else:
+                general[name] = task_score(self.model, self.tokenizer, data, bs)
+        self.matrix.set_row(stage, scores, general)
+        self.matrix.to_csv(self.run_dir / "scores.csv")
+        self.log.write(
+            {
+                "type": "eval",
+                "stage": stage,
+                "scores": scores,
+                "general": general,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+
+    # ----------------------------------------------------------------- checkpoints
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        from retain.models.adapters import trainable_state_dict
+
+        return trainable_state_dict(self.accelerator.unwrap_model(self.model))
+
+    def save(self, task: int, step: int, phase: str) -> None:
+        state: dict[str, Any] = {
+            "position": {"task": task, "step": step, "phase": phase},
+            "global_step": self.ctx.global_step,
+            "trainable": self._trainable(),
+            "plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(self.plugins)},
+            "matrix": self.matrix.to_json(),
+            "counters": dict(self.ctx.counters),
+            "rng": rng_state(),
+            "log_offset": self.log.offset(),
+        }
+        if phase == "train":
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR, state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        from retain.eval.matrix import ScoreMatrix
+        from retain.models.adapters import load_trainable_state_dict
+
+        load_trainable_state_dict(self.accelerator.unwrap_model(self.model), state["trainable"])
+        self.matrix = ScoreMatrix.from_json(state["matrix"])
+        self.ctx.counters = dict(state["counters"])
+        self.ctx.global_step = int(state["global_step"])
+        self.log.truncate(int(state["log_offset"]))
+
+    def _restore_plugins(self, state: dict[str, Any]) -> None:
+        for i, p in enumerate(self.plugins):
+            p.load_state_dict(state["plugins"].get(f"{i}:{p.name}", {}))
+
+    # ----------------------------------------------------------------- training
+    def _new_optimizer(self, steps: int) -> None:
+        tc = self.config.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        scheduler = get_cosine_schedule_with_warmup(
+            optimizer, int(round(tc.warmup_ratio * steps)), steps
+        )
+        self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+
+    def forward(self, batch: Batch) -> StepOutputs:
+        out = self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=self.needs_hidden,
+        )
+        nll_sum, counts = token_losses(out.logits, batch.labels)
+        total = counts.sum().clamp(min=1)
+        return StepOutputs(
+            logits=out.logits,
+            per_sample_loss=nll_sum / counts.clamp(min=1),
+            answer_tokens=counts,
+            task_loss=nll_sum.sum() / total,
+            hidden_states=out.hidden_states if self.needs_hidden else None,
+        )
+
+    def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
+        task = self.stream.tasks[t]
+        tc = self.config.train
+        ctx = self.ctx
+        pool = list(ctx.task_samples[t])
+        for plugin in self._with("task_data"):
+            pool = plugin.task_data(ctx, t, pool)
+        if not pool:
+            raise ValueError(f"task {task.name!r} has no training samples")
+        steps = self.steps_for(len(pool))
+        ctx.task_index, ctx.steps_in_task, ctx.task_step = t, steps, 0
+        for plugin in self._with("on_task_start"):
+            plugin.on_task_start(ctx, task)
+        self._new_optimizer(steps)
+        if resume_state is not None:
+            self.optimizer.load_state_dict(resume_state["optimizer"])
+            self.scheduler.load_state_dict(resume_state["scheduler"])
+            self._restore_plugins(resume_state)
+            set_rng_state(resume_state["rng"])
+            ctx.task_step = start_step
+        order = TaskOrder(
+            pool,
+            self.config.seed + 1000 * self.accelerator.process_index,
+            t,
+            tc.batch_size,
+        )
+        composers, lossers, after = (
+            self._with("compose_batch"),
+            self._with("extra_loss"),
+            self._with("after_step"),
+        )
+        pad_id = int(self.tokenizer.pad_token_id)
+        self.model.train()
+        task_start = time.perf_counter()
+        bar = tqdm(
+            total=steps,
+            initial=start_step,
+            desc=f"task {t + 1}/{len(self.stream)} {task.name}",
+            disable=not tc.progress,
+            leave=False,
+        )
+        for step in range(start_step, steps):
+            step_start = time.perf_counter()
+            record_losses: dict[str, float] = {}
+            tokens = samples = replayed = 0
+            loss_value = 0.0
+            micro: list[tuple[Batch, StepOutputs]] = []
+            for m in range(tc.grad_accum):
+                plan = BatchPlan(order.batch(step * tc.grad_accum + m), [False] * tc.batch_size)
+                for plugin in composers:
+                    plan = plugin.compose_batch(ctx, plan)
+                batch = collate(self.store, plan, pad_id).to(self.device)
+                sync = m == tc.grad_accum - 1
+                with self.accelerator.no_sync(self.model) if not sync else nullcontext():
+                    with self.accelerator.autocast():
+                        outputs = self.forward(batch)
+                        loss = outputs.task_loss
+                        named = {"task": outputs.task_loss.detach()}
+                        for plugin in lossers:
+                            for name, value in plugin.extra_loss(ctx, batch, outputs).items():
+                                loss = loss + value
+                                named[name] = value.detach()
+                    self.accelerator.backward(loss / tc.grad_accum)
+                for name, value in named.items():
+                    record_losses[name] = (
+                        record_losses.get(name, 0.0) + float(value) / tc.grad_accum
+                    )
+                loss_value += float(loss.detach()) / tc.grad_accum
+                tokens += int(batch.attention_mask.sum())
+                samples += batch.size
+                replayed += int(batch.is_replay.sum())
+                micro.append((batch, outputs.detached()))
+                del outputs, loss
+            if tc.max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            ctx.task_step += 1
+            ctx.global_step += 1
+            for batch, outputs in micro:
+                for plugin in after:
+                    plugin.after_step(ctx, batch, outputs)
+            ctx.count("samples", samples)
+            ctx.count("tokens", tokens)
+            ctx.count("replayed_rows", replayed)
+            seconds = time.perf_counter() - step_start
+            if ctx.task_step % tc.log_every == 0 or ctx.task_step == steps:
+                self.log.write(
+                    {
+                        "type": "step",
+                        "step": ctx.global_step,
+                        "task": t,
+                        "task_step": ctx.task_step,
+                        "loss": loss_value,
+                        "losses": record_losses,
+                        "tokens": tokens,
+                        "samples": samples,
+                        "replayed": replayed,
+                        "seconds": seconds,
+                        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+                        "lr": self.scheduler.get_last_lr()[0],
+                    }
+                )
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            every = tc.checkpoint_every
+            if every and ctx.task_step % every == 0 and ctx.task_step < steps:
+                self.save(t, ctx.task_step, "train")
+        bar.close()
+        for plugin in self._with("on_task_end"):
+            plugin.on_task_end(ctx, task)
+        self.log.write(
+            {
+                "type": "task_end",
+                "task": t,
+                "name": task.name,
+                "steps": steps,
+                "seconds": time.perf_counter() - task_start,
+                "peak_memory_mb": _peak_memory_mb(self.device),
+                "counters": dict(ctx.counters),
+            }
+        )
+
+    def save_adapter(self, t: int) -> None:
+        from retain.models.adapters import save_adapter
+
+        if self.accelerator.is_main_process:
+            save_adapter(
+                self.accelerator.unwrap_model(self.model),
+                self.run_dir / "adapters" / f"task_{t + 1}",
+            )
+
+    def run(self) -> RunResult:
+        state = load_checkpoint(self.run_dir / CHECKPOINT_DIR)
+        resumed = state is not None
+        if state is None:
+            self.log.truncate(0)
+            from retain.results.rundir import environment, write_json
+
+            write_json(self.run_dir / "environment.json", environment(self.device))
+            for plugin in self._with("on_stream_start"):
+                plugin.on_stream_start(self.ctx)
+            self.evaluate_row(0)
+            self.save(-1, 0, "done")
+            state = load_checkpoint(self.run_dir / CHECKPOINT_DIR)
+            assert state is not None
+        else:
+            pos = state["position"]
+            print(
+                f"resuming {self.run_dir} from task {pos['task'] + 1} step {pos['step']} "
+                f"({pos['phase']})"
+            )
+            self._restore(state)
+            self._restore_plugins(state)
+            set_rng_state(state["rng"])
+        pos = state["position"]
+        first = pos["task"] + 1 if pos["phase"] == "done" else pos["task"]
+        for t in range(first, len(self.stream)):
+            mid_task = pos["phase"] == "train" and t == pos["task"]
+            self.train_task(t, pos["step"] if mid_task else 0, state if mid_task else None)
+            self.evaluate_row(t + 1)
+            self.save_adapter(t)
+            self.save(t, 0, "done")
+        return RunResult(self.run_dir, self.finish(), resumed)
+
+    def finish(self) -> dict[str, Any]:
+        from retain.eval.metrics import compute_metrics, cost_summary
+        from retain.results.report import read_log, write_report
+        from retain.results.rundir import write_json
+
+        metrics = compute_metrics(self.matrix, _references(self.run_dir))
+        metrics["cost"] = cost_summary(read_log(self.run_dir / "log.jsonl"))
+        write_json(self.run_dir / "metrics.json", metrics)
+        self.log.close()
+        write_report(self.run_dir)
+        return metrics
+
+
+def _references(run_dir: Path) -> dict[str, float] | None:
+    """`ap` of sibling sequential/multitask runs of the same stream, for `gap_closed`."""
+    import json
+
+    refs: dict[str, float] = {}
+    for kind in ("sequential", "multitask"):
+        path = run_dir.parent / f"{kind}" / "metrics.json"
+        if path.exists() and path.parent != run_dir:
+            ap = json.loads(path.read_text()).get("ap")
+            if ap is not None:
+                refs[f"ap_{kind}"] = float(ap)
+    return refs or None
+
+
+def run(config: RunConfig, **kwargs: Any) -> RunResult:
+    """Run (or resume) one continual-learning run and write its directory."""
+    random.seed(config.seed)
+    return ContinualTrainer(config, **kwargs).run()

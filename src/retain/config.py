@@ -46,6 +46,8 @@ class DataConfig(Section):
     max_test_per_task: int | None = Field(None, gt=0)
     max_length: int = Field(256, gt=8)
     valid_per_task: int = Field(32, ge=0, description="held out from train for probes")
+    num_tasks: int | None = Field(None, gt=0, description="keep only the first N tasks")
+    max_new_tokens: int | None = Field(None, gt=0, description="cap on generated tokens")
     subsample_seed: int = 0
 
 

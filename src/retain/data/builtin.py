@@ -22,11 +22,8 @@ _UNITS = [("meters", "centimeters", 100), ("kilometers", "meters", 1000),
           ("dollars", "cents", 100), ("liters", "milliliters", 1000)]
 # An invented atlas: nothing the base model can have read.
 _COUNTRIES = ["Veloria", "Mirkand", "Ostavia", "Quendor", "Brasmir", "Tolvania", "Zephrine",
-              "Kalindor", "Drevmark", "Ulmora", "Sarnath", "Perivale", "Gondrin", "Yssel",
-              "Harrowen", "Lunaris", "Corvath", "Estmere", "Rudavia", "Faltrin"]
-_CAPITALS = ["Ostrana", "Pelvik", "Durma", "Savenne", "Krollo", "Minset", "Arvale", "Bexhold",
-             "Tirnak", "Volsa", "Quarro", "Lindhaven", "Emberly", "Norsk", "Galvin", "Ithra",
-             "Marrow", "Cindel", "Joltan", "Wystra"]
+              "Kalindor"]
+_CAPITALS = ["Ostrana", "Pelvik", "Durma", "Savenne", "Krollo", "Minset", "Arvale", "Bexhold"]
 _FACT_TEMPLATES = ["The capital of {c} is", "{c}'s capital city is",
                    "Which city is the capital of {c}? Answer:"]
 _LETTERS = ("A", "B", "C", "D")
@@ -34,7 +31,7 @@ _LETTERS = ("A", "B", "C", "D")
 
 def _arithmetic(rng: random.Random) -> Example:
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-    a, b = rng.randint(2, 30), rng.randint(2, 30)
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
     if rng.random() < 0.5:
         q = f"{name} has {a} {item}s and gets {b} more. How many {item}s does {name} have now?"
         return Example(f"Question: {q}\nAnswer:", str(a + b))
@@ -43,15 +40,14 @@ def _arithmetic(rng: random.Random) -> Example:
     return Example(f"Question: {q}\nAnswer:", str(a - b))
 
 
-def _reverse_words(rng: random.Random) -> Example:
-    words = rng.sample(_WORDS, 3)
-    return Example(f"Reverse the order of the words: {' '.join(words)}\nResult:",
-                   " ".join(reversed(words)))
+def _swap_words(rng: random.Random) -> Example:
+    words = rng.sample(_WORDS, 2)
+    return Example(f"Swap the two words: {' '.join(words)}\nResult:", " ".join(reversed(words)))
 
 
 def _unit_conversion(rng: random.Random) -> Example:
     big, small, factor = rng.choice(_UNITS)
-    n = rng.randint(2, 40)
+    n = rng.randint(2, 99)
     return Example(f"Convert {n} {big} to {small}.\nResult:", str(n * factor))
 
 
@@ -94,10 +90,12 @@ def _split(rng: random.Random, make: Callable[[random.Random], Example], n_train
 def builtin_stream(seed: int = 0, n_train: int = 200, n_test: int = 50) -> TaskStream:
     """The `builtin` stream, identical for identical (seed, n_train, n_test)."""
     rng = random.Random(f"retain-builtin-{seed}")
-    # Facts: train covers every fact in all templates; test asks each fact once (recall).
+    # Facts: train covers every fact in all templates; test asks each fact in each template
+    # (recall of the table, which is what this task measures).
     fact_train = _fact_examples(rng, n_train, _FACT_TEMPLATES)
     fact_test = [
-        Example(_FACT_TEMPLATES[0].format(c=c), cap, tuple(_CAPITALS))
+        Example(template.format(c=c), cap, tuple(_CAPITALS))
+        for template in _FACT_TEMPLATES
         for c, cap in zip(_COUNTRIES, _CAPITALS, strict=True)
     ][:n_test]
     tasks = [Task("capital_lookup", fact_train, fact_test, "loglik", "accuracy",
@@ -105,7 +103,7 @@ def builtin_stream(seed: int = 0, n_train: int = 200, n_test: int = 50) -> TaskS
     generated: list[tuple[str, Callable[[random.Random], Example], str]] = [
         ("arithmetic", _arithmetic, "exact_match"),
         ("unit_conversion", _unit_conversion, "exact_match"),
-        ("reverse_words", _reverse_words, "exact_match"),
+        ("swap_words", _swap_words, "exact_match"),
         ("largest_number", _largest_number, "accuracy"),
     ]
     for name, make, metric in generated:

@@ -365,6 +365,17 @@ def _builtin(config: DataConfig, seed: int) -> TaskStream:
 
 
 def load_stream(config: DataConfig, seed: int) -> TaskStream:
+    """The stream `config.stream` names, subsampled per config, cut to its first `num_tasks`
+    tasks, generation capped at `max_new_tokens` (both for runs that must fit a budget)."""
+    stream = _load_named_stream(config, seed)
+    tasks = stream.tasks[: config.num_tasks] if config.num_tasks else stream.tasks
+    if config.max_new_tokens is not None:
+        for task in tasks:
+            task.max_new_tokens = min(task.max_new_tokens, config.max_new_tokens)
+    return TaskStream(stream.name, tasks)
+
+
+def _load_named_stream(config: DataConfig, seed: int) -> TaskStream:
     """The stream `config.stream` names (registered name or YAML file), subsampled per config.
 
     `seed` is the run seed; only the generated `builtin` stream uses it. Subsampling uses

@@ -62,7 +62,7 @@ def main() -> None:
             results[method].append(res)
             counters = res["counters"]
             print(f"round {r + 1} {method:<6} train {res['seconds']:7.2f} s  peak "
-                  f"{res['peak_mb']:8.1f} MB  replayed {counters.get('replayed_samples', 0):.0f}"
+                  f"{res['peak_mb']:8.1f} MB  replayed {counters.get('replayed_rows', 0):.0f}"
                   f" of {counters.get('samples', 0):.0f} samples")
 
     def median(method: str, key: str) -> float:

@@ -122,3 +122,23 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     losses = [(r["step"], r["loss"], r["replayed"]) for r in _steps(whole)]
     assert losses == [(r["step"], r["loss"], r["replayed"]) for r in _steps(killed)]
+
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}")
+def test_general_ability_columns_are_scored_every_stage(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path, "name=general", "train.steps_per_task=2", "data.num_tasks=2",
+        f"data.data_dir={DATA}", "eval.general.enabled=true", "eval.general.mmlu_per_subject=1",
+        "eval.general.mmlu_subjects=[anatomy,astronomy,virology]", "eval.general.arc_easy=4",
+        "eval.general.wikitext_paragraphs=3",
+    )
+    result = run(cfg)
+    matrix = ScoreMatrix.from_csv(result.run_dir / "scores.csv")
+    assert matrix.general == ["mmlu", "arc_easy", "wikitext_ppl"]
+    assert matrix.G.shape == (3, 3) and not torch.isnan(torch.tensor(matrix.G)).any()
+    assert (matrix.G[:, 2] > 1).all()  # perplexity of a random byte model is far above 1
+    expected = (matrix.G[2, 0] - matrix.G[0, 0] + matrix.G[2, 1] - matrix.G[0, 1]) / 2
+    assert result.metrics["general_delta"] == pytest.approx(expected, abs=1e-3)

@@ -123,7 +123,6 @@ class ReplayPlugin(Plugin):
             weights = self.memory.probabilities(self.buffer.ids)
         drawn = self.buffer.draw(n, self.rng, weights)
         keep = len(plan.sample_ids) - n
-        ctx.count("replayed_samples", n)
         return BatchPlan(
             sample_ids=list(plan.sample_ids[:keep]) + [int(i) for i in drawn],
             is_replay=list(plan.is_replay[:keep]) + [True] * n,

@@ -76,10 +76,10 @@ def test_multitask_trains_every_stage_on_all_tasks(tmp_path: Path) -> None:
     assert sorted(pool) == list(range(len(trainer.store)))
 
 
-def _cli(run_dir_parent: Path, name: str) -> list[str]:
+def _cli(run_dir_parent: Path, name: str, method: str) -> list[str]:
     return [sys.executable, "-m", "retain", "run", "/dev/null", *TINY,
             f"output_dir={run_dir_parent}", f"name={name}", "train.checkpoint_every=2",
-            "train.steps_per_task=8", "methods=[fixed]", "replay.interval_units=0"]
+            "train.steps_per_task=8", f"methods=[{method}]", "replay.interval_units=0"]
 
 
 def _steps(run_dir: Path) -> list[dict]:
@@ -90,13 +90,15 @@ def _steps(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in lines if x.strip() and '"type": "step"' in x]
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["fixed", "mssr"])
+def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> None:
     """SIGKILL in the middle of task 2, start the same command again, compare with a run that
-    was never interrupted: same scores, same adapter weights, same per-step losses."""
+    was never interrupted: same scores, same adapter weights, same per-step losses and replay
+    (the buffer, MSSR's memory and the samplers' generators are in the checkpoint)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run(_cli(tmp_path, "whole"), check=True, env=env, capture_output=True)
+    subprocess.run(_cli(tmp_path, "whole", method), check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(_cli(tmp_path, "killed"), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cli(tmp_path, "killed", method), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -109,7 +111,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert (tmp_path / "killed" / "checkpoints" / "latest").exists()
     assert not (tmp_path / "killed" / "metrics.json").exists(), "killed too late to test resume"
 
-    resumed = subprocess.run(_cli(tmp_path, "killed"), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(_cli(tmp_path, "killed", method), env=env, capture_output=True,
+                             text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
 
@@ -122,6 +125,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     losses = [(r["step"], r["loss"], r["replayed"]) for r in _steps(whole)]
     assert losses == [(r["step"], r["loss"], r["replayed"]) for r in _steps(killed)]
+    assert sum(r[2] for r in losses) > 0, "the run must actually replay"
+    events = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()
+              if '"replay_event"' in x]
+    assert events == [json.loads(x) for x in (killed / "log.jsonl").read_text().splitlines()
+                      if '"replay_event"' in x]
 
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -18,10 +18,12 @@ class RunLog:
     """`log.jsonl`, one JSON record a line. Checkpoints store its size so that a resumed run
     first cuts what was logged after the checkpoint and the log never holds a step twice."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        """`enabled=False` (the other processes of a multi-process run) writes nothing."""
         self.path = Path(path)
+        self.enabled = enabled
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a")  # noqa: SIM115 - kept open for the whole run
+        self._file = open(self.path if enabled else os.devnull, "a")  # noqa: SIM115 - whole run
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
@@ -29,9 +31,11 @@ class RunLog:
 
     def offset(self) -> int:
         self._file.flush()
-        return self.path.stat().st_size
+        return self.path.stat().st_size if self.enabled else 0
 
     def truncate(self, offset: int) -> None:
+        if not self.enabled:
+            return
         self._file.flush()
         with open(self.path, "r+") as f:
             f.truncate(offset)

@@ -143,7 +143,8 @@ class ContinualTrainer:
             encode_eval_set(tokenizer, t, t.test, config.data.max_length) for t in self.stream.tasks
         ]
         self._probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
-        self.log = RunLog(self.run_dir / "log.jsonl")
+        self.is_main = self.accelerator.is_main_process
+        self.log = RunLog(self.run_dir / "log.jsonl", enabled=self.is_main)
         self.ctx = Context(
             config=config,
             stream=self.stream,
@@ -256,7 +257,8 @@ class ContinualTrainer:
             else:
                 general[name] = task_score(self.model, self.tokenizer, data, bs)
         self.matrix.set_row(stage, scores, general)
-        self.matrix.to_csv(self.run_dir / "scores.csv")
+        if self.is_main:
+            self.matrix.to_csv(self.run_dir / "scores.csv")
         self.log.write(
             {
                 "type": "eval",
@@ -287,7 +289,9 @@ class ContinualTrainer:
         if phase == "train":
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict()
-        save_checkpoint(self.run_dir / CHECKPOINT_DIR, state)
+        if self.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT_DIR, state)
+        self.accelerator.wait_for_everyone()
 
     def _restore(self, state: dict[str, Any]) -> None:
         from retain.eval.matrix import ScoreMatrix
@@ -469,7 +473,8 @@ class ContinualTrainer:
             self.log.truncate(0)
             from retain.results.rundir import environment, write_json
 
-            write_json(self.run_dir / "environment.json", environment(self.device))
+            if self.is_main:
+                write_json(self.run_dir / "environment.json", environment(self.device))
             for plugin in self._with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
             self.evaluate_row(0)
@@ -502,9 +507,10 @@ class ContinualTrainer:
 
         metrics = compute_metrics(self.matrix, _references(self.run_dir))
         metrics["cost"] = cost_summary(read_log(self.run_dir / "log.jsonl"))
-        write_json(self.run_dir / "metrics.json", metrics)
         self.log.close()
-        write_report(self.run_dir)
+        if self.is_main:
+            write_json(self.run_dir / "metrics.json", metrics)
+            write_report(self.run_dir)
         return metrics
 
 

@@ -30,12 +30,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _config(path: Path | None, overrides: list[str] | None, data_dir: str | None) -> RunConfig:
+def _overrides(overrides: list[str] | None, data_dir: str | None) -> list[str]:
+    """Command-line overrides, with `--data-dir` as one more of them."""
     extra = list(overrides or [])
     if data_dir is not None:
         extra.append(f"data.data_dir={data_dir}")
+    return extra
+
+
+def _config(path: Path | None, overrides: list[str] | None, data_dir: str | None) -> RunConfig:
     try:
-        return load_config(path, extra)
+        return load_config(path, _overrides(overrides, data_dir))
     except ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -133,11 +138,8 @@ def demo_command(
     import yaml
 
     data = yaml.safe_load(text)
-    extra = list(overrides or [])
-    if data_dir is not None:
-        extra.append(f"data.data_dir={data_dir}")
     try:
-        data = apply_overrides(data, extra)
+        data = apply_overrides(data, _overrides(overrides, data_dir))
         cfg = validate_config(data, "demo")
     except ConfigError as exc:
         _fail(str(exc))
@@ -176,7 +178,7 @@ def eval_command(
     """Score a saved run's adapter on every task of its stream."""
     from retain.eval.saved import evaluate_saved_run
 
-    overrides = [f"data.data_dir={data_dir}"] if data_dir else []
+    overrides = _overrides(None, data_dir)
     try:
         scores = evaluate_saved_run(run_dir, task, overrides)
     except (ConfigError, ValueError, FileNotFoundError) as exc:

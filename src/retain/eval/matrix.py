@@ -9,9 +9,8 @@ has not been evaluated yet, which is how an interrupted run is recognised and re
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -106,22 +105,15 @@ class ScoreMatrix:
         return ["stage", *self.tasks, *(GENERAL_PREFIX + m for m in self.general)]
 
     def to_csv(self, path: str | Path) -> None:
-        """Write atomically (temp file + os.replace) so a crash never leaves half a matrix."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(self.header())
-                for stage in range(self.num_tasks + 1):
-                    cells = [*self.R[stage], *self.G[stage]]
-                    writer.writerow([stage, *(_fmt(v) for v in cells)])
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Written atomically so a crash never leaves half a matrix."""
+        from retain.results.files import write_text_atomic
+
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(self.header())
+        for stage in range(self.num_tasks + 1):
+            writer.writerow([stage, *(_fmt(v) for v in [*self.R[stage], *self.G[stage]])])
+        write_text_atomic(Path(path), out.getvalue())
 
     @classmethod
     def from_csv(cls, path: str | Path) -> ScoreMatrix:

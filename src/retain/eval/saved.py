@@ -11,10 +11,9 @@ def evaluate_saved_run(
     run_dir: Path, task: int | None = None, overrides: list[str] | None = None
 ) -> dict[str, float]:
     """Scores (0–100) of every task of the run's stream with the adapter after `task`."""
-    from peft import PeftModel
-
     from retain.data.streams import load_stream
     from retain.eval.evaluate import encode_eval_set, task_score
+    from retain.models.adapters import load_adapter
     from retain.models.loading import load_backbone
 
     config = load_config(Path(run_dir) / "config.yaml", overrides)
@@ -28,7 +27,7 @@ def evaluate_saved_run(
         raise FileNotFoundError(f"{chosen} does not exist")
     model, tokenizer = load_backbone(config.model)
     if (chosen / "adapter_config.json").exists():
-        model = PeftModel.from_pretrained(model, str(chosen))
+        model = load_adapter(model, chosen)
     else:
         from transformers import AutoModelForCausalLM
 

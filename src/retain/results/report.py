@@ -22,6 +22,7 @@ import yaml
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import COST_NAMES, DEFINITIONS, METRIC_NAMES, compute_metrics, cost_summary
+from retain.results.files import read_log, write_text_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,25 +44,6 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
 
 
 # ---- reading a run directory ----
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """Records of `log.jsonl`; a torn last line (crash mid-write) and blank lines are skipped."""
-    if not path.exists():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                records.append(rec)
-    return records
 
 
 class _Run:
@@ -140,7 +122,7 @@ def write_report(run_dir: Path) -> Path:
         parts.append("<h2>Configuration</h2>")
         parts.append(f"<pre>{_e(run.config_text)}</pre>")
     out = run.dir / "report.html"
-    _write_text(out, _page(f"retain report: {run.name}", parts))
+    write_text_atomic(out, _page(f"retain report: {run.name}", parts))
     return out
 
 
@@ -253,7 +235,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         f"<table>{def_rows}</table>",
     ]
     out = out_dir / "comparison.html"
-    _write_text(out, _page("retain: comparison of runs", parts))
+    write_text_atomic(out, _page("retain: comparison of runs", parts))
     return out
 
 
@@ -433,12 +415,6 @@ def _page(title: str, parts: Iterable[str]) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _e(value: Any) -> str:

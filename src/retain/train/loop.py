@@ -88,13 +88,14 @@ class TaskOrder:
     def __init__(self, pool: list[int], seed: int, task_index: int, batch_size: int) -> None:
         self.pool = np.asarray(pool, dtype=np.int64)
         self.seed, self.task_index, self.batch_size = seed, task_index, batch_size
-        self._epochs: dict[int, np.ndarray] = {}
+        self._cached: tuple[int, np.ndarray] | None = None
 
     def _epoch(self, e: int) -> np.ndarray:
-        if e not in self._epochs:
+        """The permutation of epoch e (the last one is kept: batches walk epochs in order)."""
+        if self._cached is None or self._cached[0] != e:
             rng = np.random.default_rng([self.seed, self.task_index, e])
-            self._epochs = {e: self.pool[rng.permutation(len(self.pool))]}
-        return self._epochs[e]
+            self._cached = (e, self.pool[rng.permutation(len(self.pool))])
+        return self._cached[1]
 
     def batch(self, k: int) -> list[int]:
         n = len(self.pool)
@@ -273,7 +274,8 @@ class ContinualTrainer:
     def _trainable(self) -> dict[str, torch.Tensor]:
         from retain.models.adapters import trainable_state_dict
 
-        return trainable_state_dict(self.accelerator.unwrap_model(self.model))
+        # views suffice: the checkpoint is written before the next optimizer step
+        return trainable_state_dict(self.accelerator.unwrap_model(self.model), copy=False)
 
     def save(self, task: int, step: int, phase: str) -> None:
         state: dict[str, Any] = {
@@ -376,15 +378,18 @@ class ContinualTrainer:
         )
         for step in range(start_step, steps):
             step_start = time.perf_counter()
-            record_losses: dict[str, float] = {}
+            step_losses: dict[str, Any] = {}  # detached tensors, read once per logged step
             tokens = samples = replayed = 0
-            loss_value = 0.0
             micro: list[tuple[Batch, StepOutputs]] = []
             for m in range(tc.grad_accum):
                 plan = BatchPlan(order.batch(step * tc.grad_accum + m), [False] * tc.batch_size)
                 for plugin in composers:
                     plan = plugin.compose_batch(ctx, plan)
-                batch = collate(self.store, plan, pad_id).to(self.device)
+                batch = collate(self.store, plan, pad_id)
+                tokens += int(batch.attention_mask.sum())  # counted on the CPU copy: no sync
+                samples += batch.size
+                replayed += sum(plan.is_replay)
+                batch = batch.to(self.device)
                 sync = m == tc.grad_accum - 1
                 with self.accelerator.no_sync(self.model) if not sync else nullcontext():
                     with self.accelerator.autocast():
@@ -397,13 +402,7 @@ class ContinualTrainer:
                                 named[name] = value.detach()
                     self.accelerator.backward(loss / tc.grad_accum)
                 for name, value in named.items():
-                    record_losses[name] = (
-                        record_losses.get(name, 0.0) + float(value) / tc.grad_accum
-                    )
-                loss_value += float(loss.detach()) / tc.grad_accum
-                tokens += int(batch.attention_mask.sum())
-                samples += batch.size
-                replayed += int(batch.is_replay.sum())
+                    step_losses[name] = step_losses.get(name, 0.0) + value / tc.grad_accum
                 micro.append((batch, outputs.detached()))
                 del outputs, loss
             if tc.max_grad_norm is not None:
@@ -421,6 +420,9 @@ class ContinualTrainer:
             ctx.count("replayed_rows", replayed)
             seconds = time.perf_counter() - step_start
             if ctx.task_step % tc.log_every == 0 or ctx.task_step == steps:
+                record_losses = {name: float(v) for name, v in step_losses.items()}
+                loss_value = sum(record_losses.values())
+                bar.set_postfix(loss=f"{loss_value:.3f}")
                 self.log.write(
                     {
                         "type": "step",
@@ -438,7 +440,6 @@ class ContinualTrainer:
                     }
                 )
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
             every = tc.checkpoint_every
             if every and ctx.task_step % every == 0 and ctx.task_step < steps:
                 self.save(t, ctx.task_step, "train")
@@ -471,7 +472,8 @@ class ContinualTrainer:
         resumed = state is not None
         if state is None:
             self.log.truncate(0)
-            from retain.results.rundir import environment, write_json
+            from retain.results.files import write_json
+            from retain.results.rundir import environment
 
             if self.is_main:
                 write_json(self.run_dir / "environment.json", environment(self.device))
@@ -479,8 +481,7 @@ class ContinualTrainer:
                 plugin.on_stream_start(self.ctx)
             self.evaluate_row(0)
             self.save(-1, 0, "done")
-            state = load_checkpoint(self.run_dir / CHECKPOINT_DIR)
-            assert state is not None
+            state = {"position": {"task": -1, "step": 0, "phase": "done"}}
         else:
             pos = state["position"]
             print(
@@ -488,8 +489,9 @@ class ContinualTrainer:
                 f"({pos['phase']})"
             )
             self._restore(state)
-            self._restore_plugins(state)
-            set_rng_state(state["rng"])
+            if state["position"]["phase"] == "done":  # mid-task: train_task restores these
+                self._restore_plugins(state)
+                set_rng_state(state["rng"])
         pos = state["position"]
         first = pos["task"] + 1 if pos["phase"] == "done" else pos["task"]
         for t in range(first, len(self.stream)):
@@ -502,8 +504,8 @@ class ContinualTrainer:
 
     def finish(self) -> dict[str, Any]:
         from retain.eval.metrics import compute_metrics, cost_summary
-        from retain.results.report import read_log, write_report
-        from retain.results.rundir import write_json
+        from retain.results.files import read_log, write_json
+        from retain.results.report import write_report
 
         metrics = compute_metrics(self.matrix, _references(self.run_dir))
         metrics["cost"] = cost_summary(read_log(self.run_dir / "log.jsonl"))

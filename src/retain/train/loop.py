@@ -36,6 +36,7 @@ from retain.data.encoding import (
 )
 from retain.data.task import Example, Task, TaskStream
 from retain.eval.evaluate import EncodedEvalSet, encode_eval_set, example_scores
+from retain.eval.row import RowEvaluator
 from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
 from retain.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -62,6 +63,11 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def answer_token_count(batch: Batch) -> int:
+    """Tokens that carry the loss (labels shifted by one, as `token_losses` counts them)."""
+    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +130,9 @@ class ContinualTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_config_matches()
         set_seed(config.seed)
-        self.accelerator = Accelerator(
-            mixed_precision=_mixed_precision(config),
-            gradient_accumulation_steps=config.train.grad_accum,
-        )
+        # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
+        # accelerate is not told about it: its backward would divide the loss a second time.
+        self.accelerator = Accelerator(mixed_precision=_mixed_precision(config))
         self.device = self.accelerator.device
         self.stream = stream if stream is not None else load_stream(config.data, config.seed)
         if model is None:
@@ -140,9 +145,7 @@ class ContinualTrainer:
         self.plugins: list[Plugin] = build_plugins(config)
         self.store = SampleStore()
         task_samples = self._encode_training_data(self.stream)
-        self.eval_sets = [
-            encode_eval_set(tokenizer, t, t.test, config.data.max_length) for t in self.stream.tasks
-        ]
+        self.evaluator = RowEvaluator(config, self.stream, tokenizer)
         self._probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
         self.is_main = self.accelerator.is_main_process
         self.log = RunLog(self.run_dir / "log.jsonl", enabled=self.is_main)
@@ -160,8 +163,7 @@ class ContinualTrainer:
             model = plugin.wrap_model(self.ctx, model)
         self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
-        self.general = self._general_suite()
-        self.matrix = ScoreMatrix(self.stream.task_names, list(self.general))
+        self.matrix = ScoreMatrix(self.stream.task_names, self.evaluator.general_names)
         for task in self.stream.tasks:
             self.matrix.score_types[task.name] = task.metric
             self.matrix.decoding[task.name] = task.decoding
@@ -195,28 +197,6 @@ class ContinualTrainer:
             pools.append(ids)
         return pools
 
-    def _general_suite(self) -> dict[str, Any]:
-        cfg = self.config.eval.general
-        if not cfg.enabled:
-            return {}
-        from retain.data.general import arc_easy_subset, mmlu_subset, wikitext_paragraphs
-
-        data_dir = self.config.data.data_dir
-        suite: dict[str, Any] = {}
-        max_len = self.config.data.max_length
-        if cfg.mmlu_per_subject:
-            task = mmlu_subset(data_dir, cfg.mmlu_per_subject, cfg.mmlu_subjects)
-            suite["mmlu"] = encode_eval_set(self.tokenizer, task, task.test, max_len)
-        if cfg.arc_easy:
-            task = arc_easy_subset(data_dir, cfg.arc_easy)
-            suite["arc_easy"] = encode_eval_set(self.tokenizer, task, task.test, max_len)
-        if cfg.wikitext_paragraphs:
-            texts = wikitext_paragraphs(data_dir, cfg.wikitext_paragraphs)
-            suite["wikitext_ppl"] = [
-                self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_len] for t in texts
-            ]
-        return suite
-
     def _score_examples(self, task: Task, examples: list[Example]) -> list[float]:
         """Probe scoring for methods (accuracy-triggered replay); counted as extra passes."""
         key = (task.name, len(examples))
@@ -238,35 +218,17 @@ class ContinualTrainer:
 
     # ----------------------------------------------------------------- evaluation
     def evaluate_row(self, stage: int) -> None:
-        from retain.eval.evaluate import task_score, text_perplexity
-
-        start = time.perf_counter()
-        bs = self.config.eval.batch_size
-        scores = {
-            data.task.name: task_score(self.model, self.tokenizer, data, bs)
-            for data in tqdm(
-                self.eval_sets,
-                desc=f"eval stage {stage}",
-                leave=False,
-                disable=not self.config.train.progress,
-            )
-        }
-        general = {}
-        for name, data in self.general.items():
-            if name.endswith("_ppl"):
-                general[name] = text_perplexity(self.model, self.tokenizer, data, bs)
-            else:
-                general[name] = task_score(self.model, self.tokenizer, data, bs)
-        self.matrix.set_row(stage, scores, general)
+        row = self.evaluator.evaluate(self.model, stage)
+        self.matrix.set_row(stage, row.scores, row.general)
         if self.is_main:
             self.matrix.to_csv(self.run_dir / "scores.csv")
         self.log.write(
             {
                 "type": "eval",
                 "stage": stage,
-                "scores": scores,
-                "general": general,
-                "seconds": time.perf_counter() - start,
+                "scores": row.scores,
+                "general": row.general,
+                "seconds": row.seconds,
             }
         )
 
@@ -319,7 +281,8 @@ class ContinualTrainer:
         )
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
 
-    def forward(self, batch: Batch) -> StepOutputs:
+    def forward(self, batch: Batch) -> tuple[StepOutputs, torch.Tensor]:
+        """The step outputs plugins see, and the summed answer-token NLL of the batch."""
         out = self.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -327,13 +290,34 @@ class ContinualTrainer:
         )
         nll_sum, counts = token_losses(out.logits, batch.labels)
         total = counts.sum().clamp(min=1)
-        return StepOutputs(
+        outputs = StepOutputs(
             logits=out.logits,
             per_sample_loss=nll_sum / counts.clamp(min=1),
             answer_tokens=counts,
             task_loss=nll_sum.sum() / total,
             hidden_states=out.hidden_states if self.needs_hidden else None,
         )
+        return outputs, nll_sum.sum()
+
+    def _compose_step(
+        self, order: TaskOrder, step: int, composers: list[Plugin], pad_id: int
+    ) -> list[Batch]:
+        """The step's micro-batches, planned (plugins in their order) and collated on the CPU."""
+        tc = self.config.train
+        batches = []
+        for m in range(tc.grad_accum):
+            plan = BatchPlan(order.batch(step * tc.grad_accum + m), [False] * tc.batch_size)
+            for plugin in composers:
+                plan = plugin.compose_batch(self.ctx, plan)
+            batches.append(collate(self.store, plan, pad_id))
+        return batches
+
+    def _global_sum(self, value: int) -> int:
+        """`value` summed over processes (itself when there is one)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        total = self.accelerator.reduce(torch.tensor(value, device=self.device), "sum")
+        return int(total.item())
 
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
         task = self.stream.tasks[t]
@@ -379,32 +363,34 @@ class ContinualTrainer:
         for step in range(start_step, steps):
             step_start = time.perf_counter()
             step_losses: dict[str, Any] = {}  # detached tensors, read once per logged step
-            tokens = samples = replayed = 0
+            batches = self._compose_step(order, step, composers, pad_id)
+            tokens = sum(int(b.attention_mask.sum()) for b in batches)  # CPU copies: no sync
+            samples = sum(b.size for b in batches)
+            replayed = sum(int(b.is_replay.sum()) for b in batches)
+            # The step's task loss is the mean NLL over every answer token of the step (all
+            # micro-batches, all processes), so how rows are split cannot change the update.
+            # DDP averages gradients over processes, hence the factor num_processes.
+            step_tokens = self._global_sum(sum(answer_token_count(b) for b in batches))
+            scale = self.accelerator.num_processes / max(step_tokens, 1)
             micro: list[tuple[Batch, StepOutputs]] = []
-            for m in range(tc.grad_accum):
-                plan = BatchPlan(order.batch(step * tc.grad_accum + m), [False] * tc.batch_size)
-                for plugin in composers:
-                    plan = plugin.compose_batch(ctx, plan)
-                batch = collate(self.store, plan, pad_id)
-                tokens += int(batch.attention_mask.sum())  # counted on the CPU copy: no sync
-                samples += batch.size
-                replayed += sum(plan.is_replay)
+            for m, batch in enumerate(batches):
                 batch = batch.to(self.device)
-                sync = m == tc.grad_accum - 1
+                sync = m == len(batches) - 1
                 with self.accelerator.no_sync(self.model) if not sync else nullcontext():
                     with self.accelerator.autocast():
-                        outputs = self.forward(batch)
-                        loss = outputs.task_loss
-                        named = {"task": outputs.task_loss.detach()}
+                        outputs, nll_total = self.forward(batch)
+                        task_part = nll_total * scale
+                        loss = task_part
+                        named = {"task": task_part.detach() / self.accelerator.num_processes}
                         for plugin in lossers:
                             for name, value in plugin.extra_loss(ctx, batch, outputs).items():
-                                loss = loss + value
-                                named[name] = value.detach()
-                    self.accelerator.backward(loss / tc.grad_accum)
+                                loss = loss + value / len(batches)  # per-micro-batch means
+                                named[name] = value.detach() / len(batches)
+                    self.accelerator.backward(loss)
                 for name, value in named.items():
-                    step_losses[name] = step_losses.get(name, 0.0) + value / tc.grad_accum
+                    step_losses[name] = step_losses.get(name, 0.0) + value
                 micro.append((batch, outputs.detached()))
-                del outputs, loss
+                del outputs, loss, task_part
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()

@@ -68,6 +68,26 @@ def test_training_lowers_the_task_loss(tmp_path: Path) -> None:
     assert last < 0.7 * first
 
 
+def test_epochs_per_task_sets_the_number_of_optimizer_steps(tmp_path: Path) -> None:
+    """32 training rows, 1.5 epochs, 4 rows × 2 accumulated micro-batches a step: 6 steps."""
+    result = run(tiny_config(tmp_path, "name=ep", "train.steps_per_task=null",
+                             "train.epochs_per_task=1.5", "train.grad_accum=2",
+                             "data.num_tasks=2"))
+    steps = [r for r in map(json.loads, (result.run_dir / "log.jsonl").read_text().splitlines())
+             if r["type"] == "step"]
+    assert [r["task_step"] for r in steps if r["task"] == 0] == [1, 2, 3, 4, 5, 6]
+    assert all(r["samples"] == 8 for r in steps)
+    assert result.metrics["cost"]["optimizer_steps"] == 12
+
+
+def test_log_every_logs_every_nth_step_and_the_last(tmp_path: Path) -> None:
+    result = run(tiny_config(tmp_path, "name=le", "train.log_every=4", "data.num_tasks=2"))
+    steps = [r for r in map(json.loads, (result.run_dir / "log.jsonl").read_text().splitlines())
+             if r["type"] == "step"]
+    assert [(r["task"], r["task_step"]) for r in steps] == [(0, 4), (0, 6), (1, 4), (1, 6)]
+    assert result.metrics["cost"]["optimizer_steps"] == 12
+
+
 def test_multitask_trains_every_stage_on_all_tasks(tmp_path: Path) -> None:
     from retain.train.loop import ContinualTrainer
 
@@ -76,10 +96,19 @@ def test_multitask_trains_every_stage_on_all_tasks(tmp_path: Path) -> None:
     assert sorted(pool) == list(range(len(trainer.store)))
 
 
+RESUME_SETTINGS = {
+    "fixed": ["replay.interval_units=0"],
+    "mssr": [],
+    # thresholds at 0 so that the triggers fire within 8 steps of a tiny model
+    "loss_triggered": ["replay.loss_delta=0.0", "replay.loss_ema_decay=0.5"],
+    "accuracy_triggered": ["replay.probe_drop=0.0", "replay.probe_size=4"],
+}
+
+
 def _cli(run_dir_parent: Path, name: str, method: str) -> list[str]:
     return [sys.executable, "-m", "retain", "run", "/dev/null", *TINY,
             f"output_dir={run_dir_parent}", f"name={name}", "train.checkpoint_every=2",
-            "train.steps_per_task=8", f"methods=[{method}]", "replay.interval_units=0"]
+            "train.steps_per_task=8", f"methods=[{method}]", *RESUME_SETTINGS[method]]
 
 
 def _steps(run_dir: Path) -> list[dict]:
@@ -90,7 +119,7 @@ def _steps(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in lines if x.strip() and '"type": "step"' in x]
 
 
-@pytest.mark.parametrize("method", ["fixed", "mssr"])
+@pytest.mark.parametrize("method", list(RESUME_SETTINGS))
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> None:
     """SIGKILL in the middle of task 2, start the same command again, compare with a run that
     was never interrupted: same scores, same adapter weights, same per-step losses and replay
@@ -125,7 +154,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> N
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     losses = [(r["step"], r["loss"], r["replayed"]) for r in _steps(whole)]
     assert losses == [(r["step"], r["loss"], r["replayed"]) for r in _steps(killed)]
-    assert sum(r[2] for r in losses) > 0, "the run must actually replay"
+    if method == "accuracy_triggered":
+        # a tiny random model learns too little for a probe to see a drop within 8 steps; the
+        # probes themselves (their sample draws and best scores) must resume exactly
+        probes = [json.loads((d / "metrics.json").read_text())["cost"]["extra_forward_passes"]
+                  for d in (whole, killed)]
+        assert probes[0] == probes[1] > 0
+    else:
+        assert sum(r[2] for r in losses) > 0, "the run must actually replay"
     events = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()
               if '"replay_event"' in x]
     assert events == [json.loads(x) for x in (killed / "log.jsonl").read_text().splitlines()
@@ -150,3 +186,16 @@ def test_general_ability_columns_are_scored_every_stage(tmp_path: Path) -> None:
     assert (matrix.G[:, 2] > 1).all()  # perplexity of a random byte model is far above 1
     expected = (matrix.G[2, 0] - matrix.G[0, 0] + matrix.G[2, 1] - matrix.G[0, 1]) / 2
     assert result.metrics["general_delta"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_replay_run_that_replayed_nothing_says_so(tmp_path: Path) -> None:
+    quiet = run(tiny_config(tmp_path, "name=quiet", "methods=[fixed]", "data.num_tasks=2",
+                            "replay.interval_units=1000"))
+    assert quiet.metrics["cost"]["replayed_samples"] == 0
+    assert any("replayed nothing" in w for w in quiet.metrics["warnings"])
+    log = (quiet.run_dir / "log.jsonl").read_text()
+    assert '"type": "warning"' in log and "replayed nothing" in log
+    assert "replayed nothing" in (quiet.run_dir / "report.html").read_text()
+    busy = run(tiny_config(tmp_path, "name=busy", "methods=[fixed]", "data.num_tasks=2",
+                           "replay.interval_units=0"))
+    assert busy.metrics["cost"]["replayed_samples"] > 0 and busy.metrics["warnings"] == []

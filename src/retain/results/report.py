@@ -127,13 +127,14 @@ def write_report(run_dir: Path) -> Path:
 
 
 def _status_note(metrics: dict[str, Any]) -> str:
+    notes = [f'<p class="note">Warning: {_e(w)}</p>' for w in metrics.get("warnings", [])]
     if metrics.get("complete") is False:
         stage, total = metrics.get("last_stage"), metrics.get("num_tasks")
-        return (
+        notes.append(
             f'<p class="note">Incomplete run: metrics are computed over stages 0..{_e(stage)} '
             f"of {_e(total)} (prefix stream).</p>"
         )
-    return ""
+    return "".join(notes)
 
 
 def _metrics_table(metrics: dict[str, Any], definitions: dict[str, str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import resource
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -495,11 +496,31 @@ class ContinualTrainer:
 
         metrics = compute_metrics(self.matrix, _references(self.run_dir))
         metrics["cost"] = cost_summary(read_log(self.run_dir / "log.jsonl"))
+        metrics["warnings"] = run_warnings(self.config, self.ctx.counters)
+        for text in metrics["warnings"]:
+            self.log.write({"type": "warning", "message": text})
+            if self.is_main:
+                print(f"warning: {text}", file=sys.stderr)
         self.log.close()
         if self.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
             write_report(self.run_dir)
         return metrics
+
+
+def run_warnings(config: RunConfig, counters: dict[str, float]) -> list[str]:
+    """Results that look like something they are not, said plainly (log, CLI, report)."""
+    from retain.config import REPLAY_METHODS
+
+    warnings = []
+    replay = [m for m in config.methods if m in REPLAY_METHODS]
+    if replay and not counters.get("replayed_rows", 0):
+        warnings.append(
+            f"{replay[0]} replayed nothing in this run (no replay event fired or the budget was "
+            "too small): its scores are those of plain sequential fine-tuning; raise "
+            "replay.lam / replay.event_units, or lower replay.interval_units"
+        )
+    return warnings
 
 
 def _references(run_dir: Path) -> dict[str, float] | None:

@@ -87,6 +87,11 @@ class GeneralEvalConfig(Section):
 
 class EvalConfig(Section):
     batch_size: int = Field(16, gt=0)
+    cells: Literal["all", "needed"] = Field(
+        "needed",
+        description="needed: row 0, the lower triangle and the superdiagonal (all that the "
+        "metrics use, ~half the evaluation of a long stream); all: every task at every stage",
+    )
     general: GeneralEvalConfig = Field(default_factory=GeneralEvalConfig)
 
 

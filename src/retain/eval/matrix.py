@@ -4,6 +4,10 @@ All continual-learning metrics are computed from this matrix (see `retain.eval.m
 is always stored whole: row 0 is the untouched base model, row t the model after task t, and
 tasks not trained yet are evaluated too (forward transfer needs them). NaN marks a cell that
 has not been evaluated yet, which is how an interrupted run is recognised and resumed.
+
+With `cells="needed"` only the cells the metrics use are evaluated: row 0, the lower triangle
+(tasks already learned) and the superdiagonal (the next task, for forward transfer); the other
+cells stay NaN for good and a row counts as done without them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ class ScoreMatrix:
         general: list[str] | None = None,
         score_types: dict[str, str] | None = None,
         decoding: dict[str, dict[str, Any]] | None = None,
+        cells: str = "all",
     ) -> None:
+        if cells not in ("all", "needed"):
+            raise ValueError(f"cells must be 'all' or 'needed', not {cells!r}")
+        self.cells = cells
         if not tasks:
             raise ValueError("a score matrix needs at least one task")
         general = list(general or [])
@@ -74,9 +82,17 @@ class ScoreMatrix:
                 raise KeyError(f"unknown general benchmark {name!r}; known: {self.general}")
             self.G[stage, gindex[name]] = float(value)
 
+    def needed_tasks(self, stage: int) -> list[int]:
+        """Indices of the tasks evaluated at `stage`: all of them, or with `cells="needed"` the
+        learned ones and the next (row 0 keeps every task: forward transfer compares to it)."""
+        if self.cells == "all" or stage == 0:
+            return list(range(self.num_tasks))
+        return list(range(min(stage + 1, self.num_tasks)))
+
     def row_done(self, stage: int) -> bool:
-        """A row is done when every task cell holds a number (general columns are optional)."""
-        return bool(np.all(np.isfinite(self.R[stage])))
+        """A row is done when every needed task cell holds a number (general columns are
+        optional)."""
+        return bool(np.all(np.isfinite(self.R[stage, self.needed_tasks(stage)])))
 
     def rows_done(self) -> int:
         """Number of leading finished rows: 0 = nothing evaluated, T+1 = complete.
@@ -131,6 +147,7 @@ class ScoreMatrix:
         body = [r for r in rows[1:] if r]
         if len(body) != len(tasks) + 1:
             raise ValueError(f"{path}: expected {len(tasks) + 1} stage rows, found {len(body)}")
+        matrix.cells = "needed"  # until a cell outside the needed ones holds a number
         for line, row in enumerate(body):
             if len(row) != len(names) + 1:
                 raise ValueError(
@@ -142,6 +159,10 @@ class ScoreMatrix:
             values = [_parse(c) for c in row[1:]]
             matrix.R[stage] = values[: len(tasks)]
             matrix.G[stage] = values[len(tasks) :]
+            outside = np.ones(len(tasks), dtype=bool)
+            outside[cls(tasks, cells="needed").needed_tasks(stage)] = False
+            if np.isfinite(matrix.R[stage, outside]).any():
+                matrix.cells = "all"
         return matrix
 
     # ---- JSON: full precision plus score types and decoding, for checkpoints ----
@@ -155,6 +176,7 @@ class ScoreMatrix:
             "G": [[_json_num(v) for v in row] for row in self.G],
             "score_types": dict(self.score_types),
             "decoding": {k: dict(v) for k, v in self.decoding.items()},
+            "cells": self.cells,
         }
 
     @classmethod
@@ -164,6 +186,7 @@ class ScoreMatrix:
             list(data.get("general", [])),
             score_types=data.get("score_types"),
             decoding=data.get("decoding"),
+            cells=data.get("cells", "all"),
         )
         for attr in ("R", "G"):
             target = getattr(matrix, attr)

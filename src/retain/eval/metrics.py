@@ -58,7 +58,9 @@ DEFINITIONS: dict[str, str] = {
     "f1_general_ap": "GeRe combined score: harmonic mean 2·Ḡ·ap/(Ḡ+ap) of the mean general "
     "score Ḡ = mean_m G[T,m] (perplexity-type columns excluded) and ap.",
     "normalized_avg": "MSSR normalized average: mean over tasks of R[T,i] / max_{0≤t≤T} R[t,i]; "
-    "tasks whose maximum is 0 are skipped.",
+    "tasks whose maximum is 0 are skipped. The max runs over the evaluated stages: with "
+    "eval.cells=needed those are t=0 and t≥i−1 (a task is not scored before the stage ahead "
+    "of it).",
     "gap_closed": "(ap − ap_sequential) / (ap_multitask − ap_sequential) against reference runs "
     "on the same stream and seed (sequential = plain fine-tuning, multitask = joint training); "
     "only for a complete matrix and a non-zero denominator.",
@@ -108,7 +110,7 @@ def compute_metrics(
 
     ratios = []
     for i in range(1, n + 1):
-        best = max(r(t, i) for t in range(0, n + 1))
+        best = float(np.nanmax(R[:, i - 1]))  # evaluated stages only (eval.cells=needed)
         if best > 0:
             ratios.append(r(n, i) / best)
     out["normalized_avg"] = _mean(ratios) if ratios else None

@@ -68,13 +68,17 @@ class RowEvaluator:
     def general_names(self) -> list[str]:
         return list(self.general)
 
-    def evaluate(self, model: torch.nn.Module, stage: int) -> RowScores:
+    def evaluate(
+        self, model: torch.nn.Module, stage: int, tasks: list[int] | None = None
+    ) -> RowScores:
+        """Scores of the tasks with indices `tasks` (default: all) and the general suite."""
         start = time.perf_counter()
         bs = self.config.eval.batch_size
+        chosen = self.task_sets if tasks is None else [self.task_sets[i] for i in tasks]
         scores = {
             data.task.name: task_score(model, self.tokenizer, data, bs)
             for data in tqdm(
-                self.task_sets,
+                chosen,
                 desc=f"eval stage {stage}",
                 leave=False,
                 disable=not self.config.train.progress,

@@ -164,7 +164,9 @@ class ContinualTrainer:
             model = plugin.wrap_model(self.ctx, model)
         self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
-        self.matrix = ScoreMatrix(self.stream.task_names, self.evaluator.general_names)
+        self.matrix = ScoreMatrix(
+            self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
+        )
         for task in self.stream.tasks:
             self.matrix.score_types[task.name] = task.metric
             self.matrix.decoding[task.name] = task.decoding
@@ -219,7 +221,7 @@ class ContinualTrainer:
 
     # ----------------------------------------------------------------- evaluation
     def evaluate_row(self, stage: int) -> None:
-        row = self.evaluator.evaluate(self.model, stage)
+        row = self.evaluator.evaluate(self.model, stage, self.matrix.needed_tasks(stage))
         self.matrix.set_row(stage, row.scores, row.general)
         if self.is_main:
             self.matrix.to_csv(self.run_dir / "scores.csv")

@@ -11,9 +11,9 @@ summed in the same order, so the point `value` is bit-identical to `compute_metr
 Cells the metrics need: row 0, the lower triangle with the diagonal, and the superdiagonal
 (for `fwt`). The stream prefix scored is the last stage L such that row 0 has tasks 1..L and
 every row t ≤ L has tasks 1..t; for a matrix of whole rows this is `rows_done() - 1`, as in
-`compute_metrics`. `fwt` is None when a superdiagonal cell is missing and `normalized_avg`
-when any cell of rows 0..L is missing; `ap`, `aia`, `la`, `bwt`, `forgetting_max` need only
-the lower triangle. `forgetting_max` and `normalized_avg` take maxima over noisy cells, which
+`compute_metrics`. `fwt` is None when a superdiagonal cell is missing; `normalized_avg` takes
+its maximum over the evaluated stages (as `compute_metrics` does); `ap`, `aia`, `la`, `bwt`,
+`forgetting_max` need only the lower triangle. `forgetting_max` and `normalized_avg` take maxima over noisy cells, which
 resampling inflates, so their intervals can sit off-centre around the point value.
 """
 
@@ -177,10 +177,11 @@ def _batch_metrics(
         )
         if all(present[i - 1, i - 1] and present[0, i - 1] for i in range(2, n + 1)):
             out["fwt"] = _seq_mean([R[:, i - 1, i - 1] - R[:, 0, i - 1] for i in range(2, n + 1)])
-    if present[: n + 1, :n].all():
+    if present[n, :n].all():
         total, count = np.zeros(R.shape[0]), np.zeros(R.shape[0])
         for i in range(n):
-            best = R[:, : n + 1, i].max(axis=1)
+            rows = np.flatnonzero(present[: n + 1, i])  # evaluated stages, as metrics.py
+            best = R[:, rows, i].max(axis=1)
             positive = best > 0
             total = total + np.where(positive, R[:, n, i] / np.where(positive, best, 1.0), 0.0)
             count = count + positive

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from retain.data.encoding import (
     IGNORE_INDEX,
     BatchPlan,
@@ -28,14 +30,35 @@ def test_only_answer_tokens_carry_the_loss() -> None:
     assert tok.decode(target[:-1]) == " 5" and target[-1] == tok.eos_token_id
 
 
-def test_long_prompts_lose_their_start_not_the_answer() -> None:
+def test_over_long_prompt_without_a_passage_is_an_error_not_cut() -> None:
+    """The question is never cut silently (it used to lose its start)."""
     tok = byte_tokenizer()
     ex = Example("x" * 100 + " end:", "yes")
-    ids, labels = encode_example(tok, ex, max_length=20)
-    assert len(ids) == 20
-    answer = [t for t in labels if t != IGNORE_INDEX]
-    assert answer == encode_target(tok, ex.prompt, ex.answer)
-    assert tok.decode(ids[: 20 - len(answer)]).endswith("end:")
+    with pytest.raises(ValueError, match=r"task 'words' train record 3.*data\.max_length"):
+        encode_example(tok, ex, max_length=20, task="words", index=3)
+
+
+def test_long_answer_keeps_its_eos_and_the_passage_is_cut() -> None:
+    tok = byte_tokenizer()
+    prompt = "Summarise.\n" + "p" * 80 + "\nAnswer:"
+    ex = Example(prompt, "a" * 30, context=(11, 91))
+    ids, labels = encode_example(tok, ex, max_length=64)
+    target = encode_target(tok, ex.prompt, ex.answer)
+    assert len(ids) == 64 and ids[-1] == tok.eos_token_id
+    assert [t for t in labels if t != IGNORE_INDEX] == target
+    # 64 - 32 answer tokens leave 32 for the prompt: BOS + 19 fixed characters + 12 of the passage
+    prompt_text = tok.decode(ids[: 64 - len(target)], skip_special_tokens=True)
+    assert prompt_text == "Summarise.\n" + "p" * 12 + "\nAnswer:"
+
+
+def test_answer_longer_than_max_length_is_an_error_not_cut() -> None:
+    """An answer cut to `max_length` used to lose its EOS (and all of its prompt)."""
+    tok = byte_tokenizer()
+    ex = Example("Q:", "y" * 30)
+    with pytest.raises(ValueError, match=r"task 't' train record 0: the answer is 32 tokens"):
+        encode_example(tok, ex, max_length=20, task="t", index=0)
+    with pytest.raises(ValueError, match="no room for the prompt"):
+        encode_example(tok, ex, max_length=32, task="t", index=0)
 
 
 def test_collate_pads_right_and_keeps_metadata() -> None:

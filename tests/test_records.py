@@ -123,7 +123,7 @@ def test_alpaca_open_answers() -> None:
         {"instruction": "Solve 2x=4", "input": "", "output": "x is 2", "answer": 2.0},
     ]
     got = from_alpaca(records, "f.json")
-    assert got[0] == Example("Add\n2 and 3\nAnswer:", "5", None)
+    assert got[0] == Example("Add\n2 and 3\nAnswer:", "5", None, context=(4, 11))
     assert got[1] == Example("Solve 2x=4\nAnswer:", "2.0", None)
 
 
@@ -262,3 +262,94 @@ def test_text() -> None:
     assert from_text([{"text": "a"}, {"text": "b"}], "f.json") == ["a", "b"]
     with pytest.raises(DataFormatError, match=r"record 1: field 'text' missing"):
         from_text([{"text": "a"}, {"body": "b"}], "f.json")
+
+
+# --- declared passages (the only part of a prompt that may be cut) -------------------------
+
+
+def _context(ex: Example) -> str | None:
+    return None if ex.context is None else ex.prompt[ex.context[0] : ex.context[1]]
+
+
+def test_sentence_label_declares_the_text_as_context() -> None:
+    records = [
+        {"sentence": "great film, would watch again\n", "label": "Good"},
+        {"sentence": "Title: Space news\nText: NASA launched a probe.\n", "label": "Bad"},
+    ]
+    got = from_sentence_label(records, "f.json", ["Good", "Bad"], "Sentiment?")
+    assert _context(got[0]) == "great film, would watch again"
+    assert _context(got[1]) == "NASA launched a probe."  # the longest labelled field
+
+
+def test_passage_field_is_the_context_and_the_question_is_not() -> None:
+    boolq = "question: is the sky blue\npassage: The sky looks blue because of Rayleigh scattering."
+    multirc = (
+        "paragraph: A long paragraph about the FBI and its reform in 2001.\n"
+        "question: Who wanted reform?\ncandidate answer: Ashcroft\n"
+    )
+    records = [{"sentence": boolq, "label": "True"}, {"sentence": multirc, "label": "True"}]
+    got = from_sentence_label(records, "f.json", ["True", "False"], "True or false?")
+    assert _context(got[0]) == "The sky looks blue because of Rayleigh scattering."
+    assert _context(got[1]) == "A long paragraph about the FBI and its reform in 2001."
+
+
+def test_prompt_answer_finds_the_text_of_the_trace_template() -> None:
+    trace = (
+        "Topic? Choose one.\nOption: World, Sports \nTitle: Match\nText: A long report.\nAnswer:"
+    )
+    got = from_prompt_answer(
+        [{"prompt": trace, "answer": "Sports"}, {"prompt": "2+2=", "answer": "4"}], "f.json"
+    )
+    assert _context(got[0]) == "A long report."
+    assert got[1].context is None
+
+
+def test_trace_copies_declare_their_passage() -> None:
+    path = DATA / "treelora_long_sequence_500" / "MultiRC" / "test.json"
+    if not path.is_file():
+        pytest.skip(f"shared benchmark data not found under {DATA}")
+    got = from_prompt_answer(read_records(path), str(path), ["False", "True"])
+    for ex in got:
+        passage = _context(ex)
+        assert passage is not None and ex.prompt.index("\nparagraph: ") < ex.prompt.index(passage)
+        assert "question:" in ex.prompt[ex.context[1] :]  # type: ignore[index]
+
+
+def test_alpaca_declares_its_input_only() -> None:
+    records = [
+        {"instruction": "Summarise", "input": "A long article.\n", "output": "short"},
+        {"instruction": "Say hi", "input": "", "output": "hi"},
+    ]
+    got = from_alpaca(records, "f.json")
+    assert _context(got[0]) == "A long article."
+    assert got[1].context is None
+
+
+def test_questions_declare_no_context() -> None:
+    mc = from_multiple_choice([{"question": "Q?", "choices": ["a", "b"], "answer": 0}], "f")
+    gsm = from_gsm8k([{"question": "1+1?", "answer": "2\n#### 2"}], "f")
+    assert mc[0].context is None and gsm[0].context is None
+
+
+def test_context_span_must_lie_inside_the_prompt() -> None:
+    with pytest.raises(ValueError, match="context"):
+        Example("short", "a", context=(2, 10))
+
+
+# --- empty answers ------------------------------------------------------------------------
+
+
+def test_empty_answers_are_rejected(tmp_path: Path) -> None:
+    rows = [{"prompt": "p", "answer": "x"}, {"prompt": "q", "answer": "  "}]
+    path = write_jsonl(tmp_path / "e.jsonl", rows)
+    message = r"e\.jsonl line 2 \(record 1\): field 'answer' is empty"
+    with pytest.raises(DataFormatError, match=message):
+        from_prompt_answer(read_records(path), str(path))
+    with pytest.raises(DataFormatError, match=r"record 0: field 'answer' is empty"):
+        from_prompt_answer([{"prompt": "p", "answer": ""}], "f.json", options=["", "no"])
+    with pytest.raises(DataFormatError, match=r"record 0: field 'output' is empty"):
+        from_alpaca([{"instruction": "Say hi", "output": " \n"}], "f.json")
+    with pytest.raises(DataFormatError, match=r"record 0: field 'answer' is empty"):
+        from_alpaca([{"instruction": "Solve", "output": "x", "answer": ""}], "f.json")
+    with pytest.raises(DataFormatError, match=r"record 0: field 'label' is empty"):
+        from_sentence_label([{"sentence": "s", "label": " "}], "f.json", [" ", "Bad"], "i")

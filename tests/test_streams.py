@@ -13,7 +13,7 @@ from retain.config import ConfigError, DataConfig
 from retain.data.general import arc_easy_subset, mmlu_subset, wikitext_paragraphs
 from retain.data.readers import DataFormatError
 from retain.data.streams import STREAMS, cap_task, load_stream, seeded_subset, stream_from_spec
-from retain.data.task import Example, Task
+from retain.data.task import MATH_STOP, Example, Task
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -284,3 +284,53 @@ def test_mmlu_original_layout(tmp_path: Path) -> None:
     task = mmlu_subset(tmp_path, per_subject=5)
     assert len(task.test) == 5
     assert all(ex.answer == "ABCD"[int(ex.prompt[1]) % 4] for ex in task.test)
+
+
+# --- load-time checks: no empty test split, stop strings ---------------------------------
+
+
+def test_task_without_test_examples_fails_at_load_with_its_name(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    (tmp_path / "pa" / "test.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"task 'parity': no test examples in .*test\.jsonl"):
+        stream_from_spec(spec, tmp_path)
+
+
+def test_task_whose_test_answers_are_all_dropped_fails_at_load(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    tasks: list[dict[str, object]] = spec["tasks"]  # type: ignore[assignment]
+    parity = {**tasks[0], "drop_answers": ["no"]}  # the one test record answers "no"
+    with pytest.raises(ConfigError, match=r"task 'parity': no test examples"):
+        stream_from_spec([parity], tmp_path)
+
+
+def test_cap_task_refuses_a_task_without_test_examples() -> None:
+    examples = [Example(f"q{i}", "a") for i in range(4)]
+    task = Task("t", train=examples, test=[], scoring="generate", metric="exact_match")
+    with pytest.raises(ConfigError, match=r"task 't': no test examples"):
+        cap_task(task, DataConfig(valid_per_task=0))
+
+
+def test_empty_label_in_labels_file_is_rejected(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    (tmp_path / "pa" / "labels.json").write_text(json.dumps(["yes", " "]))
+    with pytest.raises(DataFormatError, match=r"labels\.json: label 1 is empty"):
+        stream_from_spec(spec, tmp_path)
+
+
+def test_stop_strings_per_task_with_math_defaults(tmp_path: Path) -> None:
+    spec = make_files(tmp_path)
+    tasks: list[dict[str, object]] = spec["tasks"]  # type: ignore[assignment]
+    greet = {**tasks[3], "stop": ["\n"]}
+    stream = stream_from_spec([tasks[4], greet, tasks[0]], tmp_path)
+    math, greeting, parity = stream.tasks
+    assert math.stop == MATH_STOP and math.decoding["stop"] == list(MATH_STOP)
+    assert greeting.stop == ("\n",) and parity.stop == ()
+    with pytest.raises(ConfigError, match=r"tasks\[0\]: stop\.0"):
+        stream_from_spec([{**tasks[4], "stop": [""]}], tmp_path)
+
+
+@needs_data
+def test_reasoning_gsm8k_stops_at_a_new_question() -> None:
+    stream = load_stream(config("reasoning-5", valid_per_task=0, max_test_per_task=2), seed=0)
+    assert stream.tasks[-1].stop == MATH_STOP

@@ -5,7 +5,15 @@ dataset id, used only in error messages) and fails on the first bad record with 
 `DataFormatError` naming the file, the record index and the field.
 
 Prompts end in `Answer:`; the answer is appended after a space by the tokeniser code
-(`encoding.answer_text`), so an answer is stored without a leading space.
+(`encoding.answer_text`), so an answer is stored without a leading space. Empty or
+whitespace-only answers are rejected: exact match would score them 100 % against an empty
+generation.
+
+Each converter also declares the prompt's long passage (`Example.context`), the only part that
+may be shortened to fit a token budget: the O-LoRA text (its longest labelled field, such as
+`passage:`, when it has them, so that a MultiRC question after its paragraph is kept), and the
+alpaca `input`.
+Questions (multiple choice, GSM8K) declare none: they are never cut.
 """
 
 from __future__ import annotations
@@ -47,6 +55,15 @@ OLORA_INSTRUCTIONS: dict[str, str] = {
 
 _ANSWER_FORMAT = re.compile(r"Answer format:\s*(\S+)\s*$")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
+_TRACE_TEMPLATE = re.compile(r"\A.+?\nOption: [^\n]*\n(?P<text>.*)Answer:\s*\Z", re.S)
+"""`<instruction>\nOption: a, b \n<text>Answer:`, the prompt of the TRACE / O-LoRA copies."""
+_FIELD_LABEL = re.compile(
+    r"^(?:title|text|question|passage|paragraph|candidate answer|sentence [12]|first sentence|"
+    r"second sentence|word): ",
+    re.M | re.I,
+)
+"""A line that starts a labelled field of an O-LoRA text (`passage: `, `sentence 1: `, ...).
+Only the template's own labels count: a review or an answer may hold lines like `Pros: `."""
 
 
 def _fail(
@@ -79,6 +96,50 @@ def _str_field(
     raise _fail(source, records, i, field, f"is {type(value).__name__}, not {kind}", expected)
 
 
+def _answer_field(
+    records: Sequence[dict[str, Any]], source: str, i: int, field: str, expected: str
+) -> str:
+    """An answer: text or a number, never empty or only whitespace."""
+    value = _str_field(records, source, i, field, expected, numbers=True)
+    if not value.strip():
+        raise _fail(source, records, i, field, "is empty", f"a non-empty answer; {expected}")
+    return value
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """[start, end) without surrounding whitespace; None if nothing is left."""
+    piece = text[start:end]
+    start += len(piece) - len(piece.lstrip())
+    end -= len(piece) - len(piece.rstrip())
+    return (start, end) if start < end else None
+
+
+def passage_span(prompt: str, start: int, end: int) -> tuple[int, int] | None:
+    """The passage inside the O-LoRA text `prompt[start:end]`.
+
+    A text made of labelled fields (`question: ...\npassage: ...`) has its longest field's value
+    as the passage (the first on ties), so that the other fields, such as the question and the
+    candidate answer after a MultiRC paragraph, are never cut; any other text is a passage whole.
+    """
+    text = prompt[start:end]
+    marks = list(_FIELD_LABEL.finditer(text))
+    if not marks:
+        return _trimmed(prompt, start, end)
+    spans = [(start, start + marks[0].start())]
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    spans += [(start + m.end(), start + e) for m, e in zip(marks, ends, strict=True)]
+    trimmed = [t for t in (_trimmed(prompt, a, b) for a, b in spans) if t is not None]
+    return max(trimmed, key=lambda t: t[1] - t[0], default=None)
+
+
+def trace_context(prompt: str) -> tuple[int, int] | None:
+    """The passage of a TRACE-template prompt; None for any other prompt."""
+    match = _TRACE_TEMPLATE.match(prompt)
+    if match is None:
+        return None
+    return passage_span(prompt, match.start("text"), match.end("text"))
+
+
 def from_prompt_answer(
     records: Sequence[dict[str, Any]], source: str, options: Sequence[str] | None = None
 ) -> list[Example]:
@@ -88,17 +149,21 @@ def from_prompt_answer(
     out = []
     for i in range(len(records)):
         prompt = _str_field(records, source, i, "prompt", expected)
-        answer = _str_field(records, source, i, "answer", expected, numbers=True)
+        answer = _answer_field(records, source, i, "answer", expected)
         if opts is not None and answer not in opts:
             raise _fail(source, records, i, "answer", f"is {answer!r}", f"one of {list(opts)}")
-        out.append(Example(prompt, answer, opts))
+        out.append(Example(prompt, answer, opts, trace_context(prompt)))
     return out
+
+
+def _option_header(instruction: str, labels: Sequence[str]) -> str:
+    return f"{instruction}\nOption: {', '.join(labels)} \n"
 
 
 def sentence_prompt(instruction: str, labels: Sequence[str], sentence: str) -> str:
     """The TRACE prompt built from O-LoRA parts: instruction, option list, text, `Answer:`."""
     body = sentence if sentence.endswith("\n") else sentence + "\n"
-    return f"{instruction}\nOption: {', '.join(labels)} \n{body}Answer:"
+    return f"{_option_header(instruction, labels)}{body}Answer:"
 
 
 def from_sentence_label(
@@ -120,7 +185,12 @@ def from_sentence_label(
             label = opts[label]
         if label not in opts:
             raise _fail(source, records, i, "label", f"is {label!r}", f"one of {list(opts)}")
-        out.append(Example(sentence_prompt(instruction, opts, sentence), str(label), opts))
+        if not str(label).strip():
+            raise _fail(source, records, i, "label", "is empty", f"a non-empty label; {expected}")
+        prompt = sentence_prompt(instruction, opts, sentence)
+        start = len(_option_header(instruction, opts))
+        context = passage_span(prompt, start, start + len(sentence))
+        out.append(Example(prompt, str(label), opts, context))
     return out
 
 
@@ -139,19 +209,22 @@ def from_alpaca(
         text = _str_field(records, source, i, "input", expected) if "input" in rec else ""
         prompt = f"{instruction}\n{text}" if text.strip() else instruction
         prompt += "\nAnswer:"
+        start = len(instruction) + 1
+        context = _trimmed(prompt, start, start + len(text)) if text.strip() else None
         match = _ANSWER_FORMAT.search(instruction) if options_from_answer_format else None
         if match:
             options = tuple(c for c in match.group(1).split("/") if c)
-            answer = _str_field(records, source, i, "answer", expected, numbers=True)
+            answer = _answer_field(records, source, i, "answer", expected)
             if answer not in options:
                 raise _fail(
                     source, records, i, "answer", f"is {answer!r}", f"one of {list(options)}"
                 )
-            out.append(Example(prompt, answer, options))
-        elif "answer" in rec:
-            out.append(Example(prompt, _str_field(records, source, i, "answer", expected, True)))
+            out.append(Example(prompt, answer, options, context))
         else:
-            out.append(Example(prompt, _str_field(records, source, i, "output", expected)))
+            field = "answer" if "answer" in rec else "output"
+            out.append(
+                Example(prompt, _answer_field(records, source, i, field, expected), None, context)
+            )
     return out
 
 

@@ -14,7 +14,7 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,7 +29,7 @@ from retain.data.readers import (
     read_records,
     with_gz_fallback,
 )
-from retain.data.task import Example, Metric, Scoring, Task, TaskStream
+from retain.data.task import MATH_STOP, Example, Metric, Scoring, Task, TaskStream
 
 T = TypeVar("T")
 
@@ -44,9 +44,9 @@ class TaskSpec(BaseModel):
     """One task of a stream, as written in a registry entry or a YAML stream file.
 
     Paths are relative to the data directory unless absolute; `hf:<id>[:<config>]:<split>`
-    reads a Hub dataset. Unset `scoring`/`metric`/`max_new_tokens` follow from the format:
-    examples with options are scored by log-likelihood (accuracy), others by greedy generation
-    (exact match; `math_exact` and 256 new tokens for gsm8k).
+    reads a Hub dataset. Unset `scoring`/`metric`/`max_new_tokens`/`stop` follow from the
+    format: examples with options are scored by log-likelihood (accuracy), others by greedy
+    generation (exact match; `math_exact`, 256 new tokens and `MATH_STOP` for gsm8k).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,6 +64,11 @@ class TaskSpec(BaseModel):
     max_new_tokens: int | None = Field(None, gt=0)
     drop_answers: tuple[str, ...] = Field(
         (), description="records with this answer/label are dropped (e.g. '-': no gold label)"
+    )
+    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="generation stops at the first of these strings; None: MATH_STOP for "
+        "math_exact tasks, none otherwise; [] turns the default off",
     )
 
 
@@ -212,6 +217,9 @@ def _read_labels(path: str | Path) -> list[str]:
         raise DataFormatError(f"{path} line {exc.lineno}: invalid JSON: {exc.msg}") from exc
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise DataFormatError(f'{path}: expected a JSON list of label strings, e.g. ["yes", "no"]')
+    for i, label in enumerate(labels):
+        if not label.strip():
+            raise DataFormatError(f"{path}: label {i} is empty; every label must hold text")
     return labels
 
 
@@ -269,8 +277,12 @@ def build_task(spec: TaskSpec, data_dir: str | Path) -> Task:
         "accuracy" if scoring == "loglik" else "math_exact" if gsm8k else "exact_match"
     )
     max_new_tokens = spec.max_new_tokens or (256 if gsm8k else 32)
+    if spec.stop is not None:
+        stop = tuple(spec.stop)
+    else:
+        stop = MATH_STOP if metric == "math_exact" else ()
     try:
-        return Task(
+        task = Task(
             name=spec.name,
             train=train,
             test=test,
@@ -278,9 +290,22 @@ def build_task(spec: TaskSpec, data_dir: str | Path) -> Task:
             metric=metric,
             max_new_tokens=max_new_tokens,
             source=f"{train_src} | {test_src}",
+            stop=stop,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    check_task_data(task, test_src)
+    return task
+
+
+def check_task_data(task: Task, test_source: str = "") -> None:
+    """A task without test examples cannot be scored: refuse it at load time, by name."""
+    if not task.test:
+        where = f" in {test_source}" if test_source else ""
+        raise ConfigError(
+            f"task {task.name!r}: no test examples{where} (empty file, all records dropped by "
+            "drop_answers, or capped to nothing); give the task a non-empty test split"
+        )
 
 
 def stream_from_spec(
@@ -350,7 +375,9 @@ def cap_task(task: Task, config: DataConfig) -> Task:
         train = [ex for i, ex in enumerate(train) if i not in held]
     train = seeded_subset(train, config.max_train_per_task, f"{seed}:{task.name}:train")
     test = seeded_subset(task.test, config.max_test_per_task, f"{seed}:{task.name}:test")
-    return dataclasses.replace(task, train=train, test=test, valid=valid)
+    capped = dataclasses.replace(task, train=train, test=test, valid=valid)
+    check_task_data(capped)
+    return capped
 
 
 def _builtin(config: DataConfig, seed: int) -> TaskStream:

@@ -11,6 +11,11 @@ are for generated text (`math_exact` extracts the final number first)."""
 
 Scoring = Literal["loglik", "generate"]
 
+MATH_STOP: tuple[str, ...] = ("Question:", "\n\n\n")
+"""Default stop strings of `math_exact` tasks: a model that rambles on into a new question is
+stopped there. A blank line is not one of them: six GSM8K reference solutions (train and test)
+hold one; neither of these occurs in any of them (checked in `tests/test_answers.py`)."""
+
 
 @dataclass(frozen=True)
 class Example:
@@ -18,11 +23,25 @@ class Example:
 
     `options` lists the candidate answers for log-likelihood scoring (the answer is one of them);
     it is None for open answers, which are scored on generated text.
+
+    `context` is the character span [start, end) of the prompt's long passage, the only part that
+    may be shortened to fit a token budget (from its end, see `encoding.fit_prompt`); None when
+    the whole prompt is instruction or question, which is never cut.
     """
 
     prompt: str
     answer: str
     options: tuple[str, ...] | None = None
+    context: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.context is not None:
+            start, end = self.context
+            if not 0 <= start <= end <= len(self.prompt):
+                raise ValueError(
+                    f"context span {self.context} does not lie inside a prompt of "
+                    f"{len(self.prompt)} characters"
+                )
 
 
 @dataclass
@@ -38,8 +57,12 @@ class Task:
     source: str = ""
     valid: list[Example] = field(default_factory=list)
     """Held out from train (never the test split): probes and model selection use it."""
+    stop: tuple[str, ...] = ()
+    """Generation ends at the first of these strings, which is cut from the text scored."""
 
     def __post_init__(self) -> None:
+        if any(not s for s in self.stop):
+            raise ValueError(f"task {self.name!r}: stop strings must not be empty")
         if self.scoring == "loglik" and self.metric != "accuracy":
             raise ValueError(
                 f"task {self.name!r}: loglik scoring gives accuracy, not {self.metric}"
@@ -62,7 +85,12 @@ class Task:
         """Decoding settings recorded beside each score."""
         if self.scoring == "loglik":
             return {"scoring": "loglik", "metric": self.metric}
-        return {"scoring": "greedy", "max_new_tokens": self.max_new_tokens, "metric": self.metric}
+        return {
+            "scoring": "greedy",
+            "max_new_tokens": self.max_new_tokens,
+            "metric": self.metric,
+            "stop": list(self.stop),
+        }
 
 
 @dataclass

@@ -5,12 +5,17 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 
 from retain.data.task import Metric
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_NUMBER = re.compile(r"(?<![\w.])(-?)\$?(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(\.\d+)?")
+"""A number as written in answers: `-3`, `1,234.50`, `$18`; `%` or units after it are ignored.
+A dash right after a word or digit (`10-12`) is a range or a minus, not a sign."""
+_ANSWER_IS = re.compile(r"the (?:final )?answer is\b", re.I)
+_FRAC = re.compile(r"\A\s*(-?)\\d?frac\{([^{}]*)\}\{([^{}]*)\}\s*\Z")
 
 
 def normalize(text: str) -> str:
@@ -42,29 +47,78 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def canonical_number(text: str) -> str | None:
-    """'1,000' -> '1000', '2.50' -> '2.5', '-3.0' -> '-3'; None if not a number."""
+    """'1,000' -> '1000', '2.50' -> '2.5', '-3.0' -> '-3', '$7' -> '7'; None if not a number."""
     try:
-        value = float(text.replace(",", "").rstrip("."))
-    except ValueError:
+        value = Decimal(text.strip().replace(",", "").replace("$", "").rstrip("."))
+    except InvalidOperation:
         return None
-    if value == int(value):
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
         return str(int(value))
-    return repr(value)
+    return format(value.normalize(), "f")
+
+
+def _numbers(text: str) -> list[str]:
+    """Every number of `text` in order, canonicalised."""
+    found = (canonical_number(sign + whole + frac) for sign, whole, frac in _NUMBER.findall(text))
+    return [n for n in found if n is not None]
+
+
+def _braced(text: str, open_at: int) -> str | None:
+    """The content of the brace group opening at `open_at`, nested braces allowed."""
+    depth = 0
+    for k in range(open_at, len(text)):
+        if text[k] == "{":
+            depth += 1
+        elif text[k] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : k]
+    return None
+
+
+def _boxed_number(content: str) -> str | None:
+    frac = _FRAC.match(content)
+    if frac:
+        num, den = (canonical_number(x) for x in frac.group(2, 3))
+        if num is not None and den is not None and Decimal(den) != 0:
+            return canonical_number(frac.group(1) + str(Decimal(num) / Decimal(den)))
+    found = _numbers(content)
+    return found[0] if found else None
 
 
 def final_answer(text: str) -> str | None:
-    """The final number of a math answer: after `####`, else the last `\\boxed{}`, else the last
-    number in the text."""
+    """The FIRST final answer of a math solution, canonicalised.
+
+    Tried in order: the number after the first `####`; the first complete `\\boxed{...}`
+    (`\\frac{a}{b}` inside is a/b); the number after the first "the answer is"; else the last
+    number of the text. Taking the first marker means that a model rambling on into a new
+    question after its answer is scored on its answer; generated text is also cut at the task's
+    stop strings before this is called.
+    """
     if "####" in text:
-        tail = text.split("####")[-1]
-        found = _NUMBER.findall(tail)
-        return canonical_number(found[0]) if found else None
-    boxed = _BOXED.findall(text)
-    if boxed:
-        found = _NUMBER.findall(boxed[-1])
-        return canonical_number(found[-1]) if found else None
-    found = _NUMBER.findall(text)
-    return canonical_number(found[-1]) if found else None
+        found = _numbers(text.split("####", 1)[1])
+        return found[0] if found else None
+    at = text.find("\\boxed{")
+    while at != -1:
+        content = _braced(text, at + len("\\boxed"))
+        if content is not None:
+            return _boxed_number(content)
+        at = text.find("\\boxed{", at + 1)
+    said = _ANSWER_IS.search(text)
+    if said:
+        found = _numbers(text[said.end() :])
+        if found:
+            return found[0]
+    found = _numbers(text)
+    return found[-1] if found else None
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the earliest occurrence of any stop string (kept whole if none occurs)."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i != -1]
+    return text[: min(cuts)] if cuts else text
 
 
 def math_exact(prediction: str, reference: str) -> float:

@@ -5,15 +5,41 @@ Evaluation runs after every task on every task, so its cost grows with the squar
 length. Each prompt is encoded once: the prompt batch runs with the KV cache on and only its last
 position goes through the LM head, then all options of all prompts are scored in one more
 forward pass over the repeated cache. Single-token options need no second pass at all.
+
+Log-likelihood choice, as `evaluate.evaluate_set` applies it. Options are scored with EOS
+appended (`encoding.encode_target`), so that an option is not credited for being a prefix of a
+longer one ("Sci" inside "Sci/Tech"); the EOS log-prob is part of the sum. Two scores are
+reported per example: `accuracy`, the argmax of the summed log-prob (which favours short
+options), and `accuracy_norm`, the argmax of the sum divided by the UTF-8 byte length of the
+option text alone (no leading space, no EOS), as common evaluation harnesses do. Ties (scores
+within `TIE_TOL` of the best) go to the first option in listed order and are counted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+
+TIE_TOL = 1e-6
+"""Scores this close (relative, or absolute near 0) count as equal: below float32 noise."""
+
+
+def per_byte(scores: Sequence[float], options: Sequence[str]) -> list[float]:
+    """Summed log-probs divided by each option's UTF-8 byte length (at least 1)."""
+    return [s / max(1, len(o.encode("utf-8"))) for s, o in zip(scores, options, strict=True)]
+
+
+def choose_option(scores: Sequence[float]) -> tuple[int, bool]:
+    """The chosen option (the first of those tied for best) and whether there was a tie."""
+    best = max(scores)
+    tied = [
+        k for k, s in enumerate(scores) if math.isclose(s, best, rel_tol=TIE_TOL, abs_tol=TIE_TOL)
+    ]
+    return tied[0], len(tied) > 1
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -124,8 +150,19 @@ def generate(
     eos_id: int | None,
     max_new_tokens: int,
     batch_size: int = 16,
+    *,
+    stop: Sequence[str] = (),
+    tokenizer: object | None = None,
 ) -> list[list[int]]:
-    """Greedy batched generation with the KV cache; returns the new tokens up to EOS."""
+    """Greedy batched generation with the KV cache; returns the new tokens up to EOS.
+
+    With `stop`, transformers' own stop-string criterion (which needs the `tokenizer`) ends a
+    row once its text ends in a stop string; the stop string's tokens are still returned, so
+    callers cut the decoded text (`answers.cut_at_stop`).
+    """
+    if stop and tokenizer is None:
+        raise ValueError("generate: stop strings need the tokenizer")
+    extra: dict[str, object] = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
     device = next(model.parameters()).device
     results: list[list[int]] = [[] for _ in prompts]
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
@@ -137,6 +174,7 @@ def generate(
             do_sample=False,
             pad_token_id=pad_id,
             eos_token_id=eos_id,
+            **extra,
         )
         new = out[:, ids.shape[1] :].tolist()
         for row, i in enumerate(batch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -136,10 +135,6 @@ def test_missing_data_dir(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("retain.data.builtin") is None,
-    reason="retain.data.builtin is not written yet",
-)
 def test_builtin_stream_sizes() -> None:
     cfg = DataConfig(stream="builtin", max_train_per_task=12, max_test_per_task=5, valid_per_task=4)
     a = load_stream(cfg, seed=3)

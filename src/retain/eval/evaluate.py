@@ -9,6 +9,7 @@ that way is refused before anything runs (`check_prompt_budgets`, or `encode_eva
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,7 +24,7 @@ from retain.data.encoding import (
 )
 from retain.data.task import Example, Task
 from retain.eval.answers import cut_at_stop, score_text
-from retain.eval.scoring import choose_option, generate, per_byte, perplexity, score_options
+from retain.eval.scoring import choose_option, generate, per_byte, score_options, text_nll
 
 LoglikNorm = Literal["sum", "bytes"]
 
@@ -322,10 +323,18 @@ def task_score(
 def text_perplexity(
     model: torch.nn.Module, tokenizer: object, texts: list[list[int]], batch_size: int
 ) -> float:
+    nll_sums, counts = text_nll_parts(model, tokenizer, texts, batch_size)
+    return math.exp(sum(nll_sums) / max(sum(counts), 1))
+
+
+def text_nll_parts(
+    model: torch.nn.Module, tokenizer: object, texts: list[list[int]], batch_size: int
+) -> tuple[list[float], list[int]]:
+    """Per-text NLL sums and token counts in eval mode (see `scoring.text_nll`)."""
     pad_id = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
     was_training = _model_mode(model)
     try:
-        return perplexity(model, texts, pad_id, batch_size)
+        return text_nll(model, texts, pad_id, batch_size)
     finally:
         model.train(was_training)
 
@@ -343,5 +352,6 @@ __all__ = [
     "prompt_room",
     "score_type",
     "task_score",
+    "text_nll_parts",
     "text_perplexity",
 ]

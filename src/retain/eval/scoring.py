@@ -186,25 +186,36 @@ def generate(
 
 
 @torch.no_grad()
+def text_nll(
+    model: torch.nn.Module, texts: list[list[int]], pad_id: int, batch_size: int = 8
+) -> tuple[list[float], list[int]]:
+    """Per text: summed NLL of every token after the first, and how many tokens that is
+    (kept per text so that perplexity can be bootstrapped over texts as a ratio)."""
+    device = next(model.parameters()).device
+    nll_sums, counts = [0.0] * len(texts), [0] * len(texts)
+    for batch in length_sorted_batches([len(t) for t in texts], batch_size):
+        chosen = [i for i in batch if len(texts[i]) > 1]
+        if not chosen:
+            continue
+        width = max(len(texts[i]) for i in chosen)
+        ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(chosen):
+            ids[r, : len(texts[i])] = torch.tensor(texts[i])
+            mask[r, : len(texts[i])] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        row_nll = (nll * mask[:, 1:]).sum(-1).tolist()
+        row_tokens = mask[:, 1:].sum(-1).tolist()
+        for r, i in enumerate(chosen):
+            nll_sums[i], counts[i] = float(row_nll[r]), int(row_tokens[r])
+    return nll_sums, counts
+
+
 def perplexity(
     model: torch.nn.Module, texts: list[list[int]], pad_id: int, batch_size: int = 8
 ) -> float:
     """Token-level perplexity over texts (every token after the first is predicted)."""
-    device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
-    for batch in length_sorted_batches([len(t) for t in texts], batch_size):
-        rows = [texts[i] for i in batch if len(texts[i]) > 1]
-        if not rows:
-            continue
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, t in enumerate(rows):
-            ids[r, : len(t)] = torch.tensor(t)
-            mask[r, : len(t)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        total_nll += float((nll * mask[:, 1:]).sum())
-        total_tokens += int(mask[:, 1:].sum())
-    return float(torch.exp(torch.tensor(total_nll / max(total_tokens, 1))))
+    nll_sums, counts = text_nll(model, texts, pad_id, batch_size)
+    return math.exp(sum(nll_sums) / max(sum(counts), 1))

@@ -13,8 +13,9 @@ Cells the metrics need: row 0, the lower triangle with the diagonal, and the sup
 every row t ≤ L has tasks 1..t; for a matrix of whole rows this is `rows_done() - 1`, as in
 `compute_metrics`. `fwt` is None when a superdiagonal cell is missing; `normalized_avg` takes
 its maximum over the evaluated stages (as `compute_metrics` does); `ap`, `aia`, `la`, `bwt`,
-`forgetting_max` need only the lower triangle. `forgetting_max` and `normalized_avg` take maxima over noisy cells, which
-resampling inflates, so their intervals can sit off-centre around the point value.
+`forgetting_max` need only the lower triangle. `forgetting_max` and `normalized_avg` take
+maxima over noisy cells, which resampling inflates, so their intervals can sit off-centre
+around the point value.
 """
 
 from __future__ import annotations

@@ -63,3 +63,74 @@ def test_bad_yaml_file_is_named(tmp_path: Path) -> None:
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(path)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.batch_size=true", "train.batch_size"),
+        ("train.progress=1", "train.progress"),
+        ("train.lr=true", "train.lr"),
+        ("train.steps_per_task=2.5", "train.steps_per_task"),
+        ("model.name_or_path=123", "model.name_or_path"),
+        ("seed=false", "seed"),
+    ],
+)
+def test_types_are_strict(override: str, key: str) -> None:
+    """A bool is no int and a number no string: YAML's `true` must not become batch size 1."""
+    with pytest.raises(ConfigError, match=f"{key}: Input should be"):
+        load_config(None, [override])
+
+
+def test_ints_for_floats_and_exponent_floats_still_load(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.lr=1", "train.weight_decay=0", "train.epochs_per_task=2",
+                             "train.steps_per_task=null", "mssr.k=3"])
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs_per_task == 2.0
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  warmup_ratio: 5E-2\nname: '2024'\n")
+    cfg = load_config(path, ["replay.lam=3e-1"])
+    assert cfg.train.lr == pytest.approx(1e-4) and cfg.train.warmup_ratio == pytest.approx(0.05)
+    assert cfg.replay.lam == pytest.approx(0.3) and cfg.name == "2024"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "src/retain/configs/demo.yaml"],
+    ids=lambda p: p.name,
+)
+def test_shipped_configs_load_under_strict_types(path: Path) -> None:
+    assert load_config(path).name
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("a/b", "path separator"),
+        ("a\\b", "path separator"),
+        ("..", "'.' or '..'"),
+        (".", "'.' or '..'"),
+        ("/tmp/x", "absolute path"),
+    ],
+)
+def test_run_names_that_are_no_plain_directory_name_are_rejected(name: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"name='{name}'"])
+    assert "name: " in str(err.value) and expected in str(err.value)
+
+
+def test_config_differences_name_dotted_keys_and_skip_presentation() -> None:
+    from retain.config import RESULT_NEUTRAL_KEYS, config_differences
+
+    old = load_config(None, ["train.lr=1e-3", "train.progress=true", "train.log_every=1"])
+    new = load_config(None, ["train.lr=2e-3", "train.progress=false", "train.log_every=5",
+                             "model.lora.r=4"])
+    diffs = config_differences(old.model_dump(mode="json"), new.model_dump(mode="json"))
+    assert diffs == ["model.lora.r: 8 → 4", "train.lr: 0.001 → 0.002"]
+    assert {"train.progress", "train.log_every"} <= RESULT_NEUTRAL_KEYS
+    assert config_differences({"a": {"b": 1}}, {"a": {}}) == ["a.b: 1 → (absent)"]

@@ -1,15 +1,31 @@
-"""`retain run | demo | bench | report | eval`."""
+"""`retain run | demo | bench | report | eval`.
+
+Every failure a user can fix (config, data, model, checkpoint, run directory, disk) ends as one
+line `error: ...` naming the path and the fix, with exit code 2; `retain --debug ...` adds the
+traceback. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from retain.config import ConfigError, RunConfig, apply_overrides, load_config, validate_config
+from retain.config import (
+    RunConfig,
+    apply_overrides,
+    load_config,
+    load_yaml,
+    validate_config,
+)
 
 app = typer.Typer(
     help="Continual fine-tuning of LLMs: train a task stream, score every task after every task.",
@@ -23,11 +39,80 @@ DataDir = Annotated[
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-4")
 ]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        "--fresh",
+        help="clear a run directory that holds files but no checkpoint of this run, or "
+        "another run's checkpoint, and start afresh",
+    ),
+]
+
+_options = {"debug": False}
+REFERENCES = ("sequential", "multitask")
+
+
+@app.callback()
+def _global(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of a failure")
+    ] = False,
+) -> None:
+    _options["debug"] = debug
 
 
 def _fail(message: str) -> None:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _one_line(text: str) -> str:
+    """A multi-line message (several config errors) as one line: `a: b; c`."""
+    out = ""
+    for part in (p.strip() for p in str(text).splitlines()):
+        if part:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + part
+    return out
+
+
+def _os_message(exc: OSError) -> str:
+    where = exc.filename or "?"
+    if exc.errno == errno.ENOSPC:
+        return (f"no space left on the device writing {where}; free disk space or set "
+                "output_dir=... to a disk with room")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {exc.strerror}; choose an output_dir=... you can write"
+    if exc.filename:
+        return f"{where}: {exc.strerror or exc}; check the path"
+    return _one_line(str(exc))
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message of a failure the user can fix; None for a bug."""
+    loading = sys.modules.get("retain.models.loading")  # not imported: cannot be its error
+    if loading is not None and isinstance(exc, loading.ModelLoadError):
+        return _one_line(str(exc))
+    if isinstance(exc, ValueError):  # config, data, run directory, checkpoint, resume errors
+        return _one_line(str(exc))
+    if isinstance(exc, OSError):
+        return _os_message(exc)
+    return None
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        if _options["debug"]:
+            traceback.print_exc()
+        _fail(f"error: {message}")
 
 
 def _overrides(overrides: list[str] | None, data_dir: str | None) -> list[str]:
@@ -36,14 +121,6 @@ def _overrides(overrides: list[str] | None, data_dir: str | None) -> list[str]:
     if data_dir is not None:
         extra.append(f"data.data_dir={data_dir}")
     return extra
-
-
-def _config(path: Path | None, overrides: list[str] | None, data_dir: str | None) -> RunConfig:
-    try:
-        return load_config(path, _overrides(overrides, data_dir))
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise  # unreachable
 
 
 def _summary_row(name: str, metrics: dict[str, Any]) -> str:
@@ -63,16 +140,16 @@ def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
     typer.echo(f"{'method':<22}{'ap':>8}{'bwt':>8}{'forget':>8}{'la':>8}{'gap':>8}{'time':>10}")
     for name, metrics in rows:
         typer.echo(_summary_row(name, metrics))
+    for name, metrics in rows:
+        note = metrics.get("gap_closed_note")
+        if note and name not in REFERENCES:
+            typer.echo(f"gap_closed of {name}: n/a ({note})")
 
 
-def _run(config: RunConfig) -> dict[str, Any]:
+def _run(config: RunConfig, overwrite: bool) -> dict[str, Any]:
     from retain.train.loop import run
 
-    try:
-        result = run(config)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        _fail(f"error: {exc}")
-        raise
+    result = run(config, overwrite=overwrite)
     typer.echo(f"report: {result.run_dir / 'report.html'}")
     return result.metrics
 
@@ -82,28 +159,38 @@ def run_command(
     config: Annotated[Path, typer.Argument(help="YAML run configuration")],
     overrides: Overrides = None,
     data_dir: DataDir = None,
+    overwrite: Overwrite = False,
 ) -> None:
-    """One run; resumes if its run directory already has a checkpoint."""
-    cfg = _config(config, overrides, data_dir)
-    metrics = _run(cfg)
-    _print_table([(",".join(cfg.methods), metrics)])
+    """One run; resumes if its run directory already has a checkpoint of this run."""
+    with _user_errors():
+        cfg = load_config(config, _overrides(overrides, data_dir))
+        metrics = _run(cfg, overwrite)
+        _print_table([(",".join(cfg.methods), metrics)])
 
 
-def _bench(base: dict[str, Any], methods: list[str], group: str) -> list[tuple[str, dict]]:
-    """Each method on the same stream and seed; references first so `gap_closed` can use them."""
-    order = sorted(methods, key=lambda m: (m not in ("sequential", "multitask"), methods.index(m)))
-    rows = []
+def _bench_configs(base: dict[str, Any], methods: list[str], group: Path) -> list[RunConfig]:
+    """One config per method under `group`, references first (so `gap_closed` can use them);
+    all validated before any trains."""
+    order = sorted(methods, key=lambda m: (m not in REFERENCES, methods.index(m)))
+    configs = []
     for method in order:
         data = json.loads(json.dumps(base))
         data["methods"] = method.split("+")
-        data["name"] = f"{group}/{method}"
-        try:
-            cfg = validate_config(data, f"method {method}")
-        except ConfigError as exc:
-            _fail(str(exc))
-            raise
-        typer.echo(f"== {method}")
-        rows.append((method, _run(cfg)))
+        data["output_dir"] = str(group)
+        data["name"] = method
+        configs.append(validate_config(data, f"method {method}"))
+    return configs
+
+
+def _bench(configs: list[RunConfig], overwrite: bool) -> list[tuple[str, dict[str, Any]]]:
+    from retain.train.resume import preflight
+
+    for cfg in configs:  # every run directory checked before any method trains
+        preflight(cfg, overwrite)
+    rows = []
+    for cfg in configs:
+        typer.echo(f"== {cfg.name}")
+        rows.append((cfg.name, _run(cfg, overwrite)))
     return rows
 
 
@@ -119,34 +206,34 @@ def bench_command(
     methods: Annotated[str, typer.Option(help="comma-separated; a+b combines methods in one run")],
     overrides: Overrides = None,
     data_dir: DataDir = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Several methods on one stream, same seed, one table."""
-    cfg = _config(config, overrides, data_dir)
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    rows = _bench(cfg.model_dump(mode="json"), names, cfg.name)
-    _print_table(rows)
-    typer.echo(f"comparison: {_compare(cfg.run_dir, [n for n, _ in rows])}")
+    with _user_errors():
+        cfg = load_config(config, _overrides(overrides, data_dir))
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        configs = _bench_configs(cfg.model_dump(mode="json"), names, cfg.run_dir)
+        rows = _bench(configs, overwrite)
+        _print_table(rows)
+        typer.echo(f"comparison: {_compare(cfg.run_dir, [n for n, _ in rows])}")
 
 
 @app.command("demo")
 def demo_command(
     overrides: Overrides = None,
     data_dir: DataDir = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """The built-in default: bundled SmolLM2-135M, built-in stream, sequential vs MSSR."""
-    text = resources.files("retain").joinpath("configs/demo.yaml").read_text()
-    import yaml
-
-    data = yaml.safe_load(text)
-    try:
-        data = apply_overrides(data, _overrides(overrides, data_dir))
+    with _user_errors():
+        text = resources.files("retain").joinpath("configs/demo.yaml").read_text()
+        data = apply_overrides(load_yaml(text), _overrides(overrides, data_dir))
         cfg = validate_config(data, "demo")
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
-    rows = _bench(cfg.model_dump(mode="json"), ["sequential", "mssr"], cfg.name)
-    _print_table(rows)
-    typer.echo(f"comparison report: {_compare(cfg.run_dir, [n for n, _ in rows])}")
+        configs = _bench_configs(cfg.model_dump(mode="json"), ["sequential", "mssr"],
+                                 cfg.run_dir)
+        rows = _bench(configs, overwrite)
+        _print_table(rows)
+        typer.echo(f"comparison report: {_compare(cfg.run_dir, [n for n, _ in rows])}")
 
 
 @app.command("report")
@@ -157,14 +244,15 @@ def report_command(
     """Render a run's report, or compare several runs side by side."""
     from retain.results.report import compare_runs, write_report
 
-    for run_dir in runs:
-        if not (run_dir / "scores.csv").exists():
-            _fail(f"{run_dir}: not a run directory (no scores.csv)")
-    if len(runs) == 1:
-        typer.echo(f"report: {write_report(runs[0])}")
-    else:
-        target = out or runs[0].parent
-        typer.echo(f"comparison: {compare_runs(runs, target)}")
+    with _user_errors():
+        for run_dir in runs:
+            if not (run_dir / "scores.csv").exists():
+                _fail(f"error: {run_dir}: not a run directory (no scores.csv)")
+        if len(runs) == 1:
+            typer.echo(f"report: {write_report(runs[0])}")
+        else:
+            target = out or runs[0].parent
+            typer.echo(f"comparison: {compare_runs(runs, target)}")
 
 
 @app.command("eval")
@@ -174,18 +262,22 @@ def eval_command(
         int | None, typer.Option(help="adapter after this task (default: last)")
     ] = None,
     data_dir: DataDir = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="let the model run its own code; never taken from the run directory's config",
+        ),
+    ] = False,
 ) -> None:
     """Score a saved run's adapter on every task of its stream."""
     from retain.eval.saved import evaluate_saved_run
 
-    overrides = _overrides(None, data_dir)
-    try:
-        scores = evaluate_saved_run(run_dir, task, overrides)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        _fail(f"error: {exc}")
-        raise
-    for name, score in scores.items():
-        typer.echo(f"{name:<24}{score:8.2f}")
+    with _user_errors():
+        overrides = _overrides(None, data_dir)
+        scores = evaluate_saved_run(run_dir, task, overrides, trust_remote_code)
+        for name, score in scores.items():
+            typer.echo(f"{name:<24}{score:8.2f}")
 
 
 def main() -> None:  # pragma: no cover

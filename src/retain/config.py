@@ -6,13 +6,30 @@ keys that are allowed there, instead of being silently ignored.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_DATA_DIR = "../shared/data"
+"""Where the benchmark data are looked for when neither `data.data_dir` nor `RETAIN_DATA_DIR`
+says: relative to the working directory, so a run from another folder should set one of them."""
+DATA_DIR_ENV = "RETAIN_DATA_DIR"
+
+
+def default_data_dir() -> str:
+    """`$RETAIN_DATA_DIR` if set (and not empty), else `DEFAULT_DATA_DIR`."""
+    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
 class ConfigError(ValueError):
@@ -20,7 +37,10 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Strict types: YAML's `true` is no batch size and `1` no model name (ints still pass for
+    floats); exponent floats such as `1e-4` are read as floats by `load_yaml`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class LoraConfig(Section):
@@ -40,15 +60,39 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    stream: str = "builtin"
-    data_dir: str = DEFAULT_DATA_DIR
-    max_train_per_task: int | None = Field(None, gt=0)
-    max_test_per_task: int | None = Field(None, gt=0)
-    max_length: int = Field(256, gt=8)
-    valid_per_task: int = Field(32, ge=0, description="held out from train for probes")
+    """Which stream to run and how much of it: every stream runs on a subsample."""
+
+    stream: str = Field(
+        "builtin",
+        description="a registered stream (`retain streams` lists them) or a YAML stream file, "
+        "whose relative paths resolve against its own folder",
+    )
+    data_dir: str = Field(
+        default_factory=default_data_dir,
+        description="folder of the registered streams' data and the general suite; relative "
+        "paths are taken from the working directory",
+        json_schema_extra={"default_text": f"${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}"},
+    )
+    max_train_per_task: int | None = Field(
+        None, gt=0, description="cap on train examples per task (seeded subsample); None: all"
+    )
+    max_test_per_task: int | None = Field(
+        None, gt=0, description="cap on test examples per task (seeded subsample); None: all"
+    )
+    max_length: int = Field(256, gt=8, description="token limit of a training example")
+    valid_per_task: int = Field(
+        32,
+        ge=0,
+        description="validation examples per task (probes, model selection): carved from "
+        "train, or taken from the task's own valid file; 0: none",
+    )
     num_tasks: int | None = Field(None, gt=0, description="keep only the first N tasks")
-    max_new_tokens: int | None = Field(None, gt=0, description="cap on generated tokens")
-    subsample_seed: int = 0
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="cap on generated tokens of every task"
+    )
+    subsample_seed: int = Field(
+        0, description="seed of the subsamples and validation splits (not the run seed)"
+    )
 
 
 class TrainConfig(Section):
@@ -93,6 +137,17 @@ class EvalConfig(Section):
         "metrics use, ~half the evaluation of a long stream); all: every task at every stage",
     )
     general: GeneralEvalConfig = Field(default_factory=GeneralEvalConfig)
+    max_prompt_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="evaluation prompt budget; None: the model's context minus the answer's "
+        "budget (max_new_tokens, or the longest option); only a passage is ever cut",
+    )
+    loglik_norm: Literal["sum", "bytes"] = Field(
+        "bytes",
+        description="log-likelihood accuracy the score matrix uses: 'sum' of option log-probs "
+        "or 'bytes' (sum / UTF-8 bytes of the option); both are reported per example",
+    )
 
 
 class ReplayConfig(Section):
@@ -185,6 +240,22 @@ class RunConfig(Section):
             raise ValueError("mssr.s_min must not exceed mssr.s_max")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The name is one directory under output_dir: nothing may escape or nest it."""
+        if not name.strip():
+            raise ValueError("must not be empty (it names the run directory under output_dir)")
+        if name.startswith(("/", "\\")) or Path(name).is_absolute():
+            raise ValueError(f"{name!r} is an absolute path; give a plain name, folders go in "
+                             "output_dir")
+        if "/" in name or "\\" in name:
+            raise ValueError(f"{name!r} holds a path separator; give a plain name, folders go in "
+                             "output_dir")
+        if name in (".", ".."):
+            raise ValueError("must not be '.' or '..'; give a plain name")
+        return name
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -217,6 +288,29 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`), as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as configs are read everywhere (files, overrides, the bundled demo)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.lr=1e-4` -> (['train', 'lr'], 1e-4); the value is read as YAML."""
     if "=" not in text:
@@ -225,7 +319,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
     if key == "methods" and isinstance(value, str):
@@ -257,7 +351,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         try:
-            loaded = yaml.safe_load(text)
+            loaded = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is None:
@@ -280,3 +374,47 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
+    {
+        "name",  # where the run lives, not what it computes
+        "output_dir",
+        "data.data_dir",  # where the data are read from; their content is fingerprinted
+        "model.cache_dir",  # where converted models are cached
+        "train.progress",  # progress bars
+        "train.log_every",  # how often a step is logged
+        "train.checkpoint_every",  # resuming from any checkpoint reproduces the same run
+    }
+)
+"""Dotted config keys that cannot change a run's numbers: a resume may change them."""
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flat(value, path) if isinstance(value, dict) else {path: value})
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old → new` for every dotted key whose value differs, result-neutral keys skipped."""
+    a, b = _flat(old), _flat(new)
+    missing = object()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESULT_NEUTRAL_KEYS:
+            continue
+        x, y = a.get(key, missing), b.get(key, missing)
+        if x != y:
+            show = [("(absent)" if v is missing else _show(v)) for v in (x, y)]
+            diffs.append(f"{key}: {show[0]} → {show[1]}")
+    return diffs
+
+
+def _show(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()

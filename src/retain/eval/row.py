@@ -6,16 +6,23 @@ at start-up and reused by every row, so a row costs only the forward passes.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from retain.config import RunConfig
 from retain.data.task import TaskStream
-from retain.eval.evaluate import EncodedEvalSet, encode_eval_set, task_score, text_perplexity
+from retain.eval.evaluate import (
+    EncodedEvalSet,
+    EvalResult,
+    encode_eval_set,
+    evaluate_set,
+    text_nll_parts,
+)
+from retain.progress import progress
 
 
 @dataclass
@@ -25,10 +32,15 @@ class RowScores:
     scores: dict[str, float]
     general: dict[str, float]
     seconds: float
-    details: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, EvalResult] = field(default_factory=dict)
+    """Per-example results of every scored task and general benchmark, in example order."""
+    perplexity_parts: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)
+    """Per-text (NLL sums, token counts) of each perplexity column."""
 
 
-def general_suite(config: RunConfig, tokenizer: object) -> dict[str, Any]:
+def general_suite(
+    config: RunConfig, tokenizer: object, context_length: int | None
+) -> dict[str, Any]:
     """The general-ability sets (MMLU, ARC-Easy, WikiText-2 paragraphs), when enabled."""
     cfg = config.eval.general
     if not cfg.enabled:
@@ -38,12 +50,13 @@ def general_suite(config: RunConfig, tokenizer: object) -> dict[str, Any]:
     data_dir = config.data.data_dir
     suite: dict[str, Any] = {}
     max_len = config.data.max_length
+    budget = {"context_length": context_length, "max_prompt_tokens": config.eval.max_prompt_tokens}
     if cfg.mmlu_per_subject:
         task = mmlu_subset(data_dir, cfg.mmlu_per_subject, cfg.mmlu_subjects)
-        suite["mmlu"] = encode_eval_set(tokenizer, task, task.test, max_len)
+        suite["mmlu"] = encode_eval_set(tokenizer, task, task.test, **budget)
     if cfg.arc_easy:
         task = arc_easy_subset(data_dir, cfg.arc_easy)
-        suite["arc_easy"] = encode_eval_set(tokenizer, task, task.test, max_len)
+        suite["arc_easy"] = encode_eval_set(tokenizer, task, task.test, **budget)
     if cfg.wikitext_paragraphs:
         texts = wikitext_paragraphs(data_dir, cfg.wikitext_paragraphs)
         suite["wikitext_ppl"] = [
@@ -56,13 +69,33 @@ def general_suite(config: RunConfig, tokenizer: object) -> dict[str, Any]:
 class RowEvaluator:
     """The tokenised evaluation sets of a run and the scoring of one row."""
 
-    def __init__(self, config: RunConfig, stream: TaskStream, tokenizer: object) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        stream: TaskStream,
+        tokenizer: object,
+        context_length: int | None = None,
+    ) -> None:
+        """`context_length`: the model's positions; prompts get it minus the answer's budget
+        (or `eval.max_prompt_tokens`), and only a declared passage is ever cut to fit."""
         self.config = config
         self.tokenizer = tokenizer
         self.task_sets: list[EncodedEvalSet] = [
-            encode_eval_set(tokenizer, t, t.test, config.data.max_length) for t in stream.tasks
+            encode_eval_set(
+                tokenizer,
+                t,
+                t.test,
+                context_length=context_length,
+                max_prompt_tokens=config.eval.max_prompt_tokens,
+            )
+            for t in stream.tasks
         ]
-        self.general = general_suite(config, tokenizer)
+        self.general = general_suite(config, tokenizer, context_length)
+
+    @property
+    def truncated_prompts(self) -> dict[str, int]:
+        """Test prompts whose passage was shortened to fit, per task."""
+        return {data.task.name: data.truncated_prompts for data in self.task_sets}
 
     @property
     def general_names(self) -> list[str]:
@@ -75,19 +108,23 @@ class RowEvaluator:
         start = time.perf_counter()
         bs = self.config.eval.batch_size
         chosen = self.task_sets if tasks is None else [self.task_sets[i] for i in tasks]
-        scores = {
-            data.task.name: task_score(model, self.tokenizer, data, bs)
-            for data in tqdm(
-                chosen,
-                desc=f"eval stage {stage}",
-                leave=False,
-                disable=not self.config.train.progress,
+        norm = self.config.eval.loglik_norm
+        examples: dict[str, EvalResult] = {}
+        bar = progress(len(chosen), f"eval stage {stage}", self.config.train.progress, lines=1)
+        for data in chosen:
+            examples[data.task.name] = evaluate_set(
+                model, self.tokenizer, data, bs, loglik_norm=norm
             )
-        }
+            bar.update(1)
+        bar.close()
         general = {}
+        parts: dict[str, tuple[list[float], list[int]]] = {}
         for name, data in self.general.items():
             if name.endswith("_ppl"):
-                general[name] = text_perplexity(model, self.tokenizer, data, bs)
+                parts[name] = text_nll_parts(model, self.tokenizer, data, bs)
+                general[name] = math.exp(sum(parts[name][0]) / max(sum(parts[name][1]), 1))
             else:
-                general[name] = task_score(model, self.tokenizer, data, bs)
-        return RowScores(scores, general, time.perf_counter() - start)
+                examples[name] = evaluate_set(model, self.tokenizer, data, bs, loglik_norm=norm)
+                general[name] = examples[name].score
+        scores = {d.task.name: examples[d.task.name].score for d in chosen}
+        return RowScores(scores, general, time.perf_counter() - start, examples, parts)

@@ -102,7 +102,10 @@ def load_backbone(
     elif name.lower().endswith(".gguf"):
         gguf = Path(name).expanduser().resolve()
         if not gguf.is_file():
-            raise ModelLoadError(f"model.name_or_path: GGUF file {gguf} does not exist")
+            raise ModelLoadError(
+                f"model.name_or_path: GGUF file {gguf} does not exist; give the path of an "
+                f"existing .gguf file or a bundled name ({', '.join([TINY_NAME, *BUNDLED])})"
+            )
         model, tokenizer = load_gguf_cached(
             gguf,
             cache_root(cfg) / gguf_cache_name(gguf),
@@ -201,7 +204,10 @@ def convert_gguf(
             folder, gguf_file=filename, dtype=torch.float32, trust_remote_code=trust_remote_code
         )
     except Exception as exc:
-        raise ModelLoadError(f"transformers could not read GGUF file {gguf}: {exc}") from exc
+        raise ModelLoadError(
+            f"transformers could not read GGUF file {gguf}: {exc}; check that the file is a "
+            "complete GGUF of a supported architecture (download it again if in doubt)"
+        ) from exc
     config = copy.deepcopy(quantised.config)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -282,7 +288,8 @@ def _cache_problem(cache_dir: Path, source: dict[str, Any]) -> str | None:
 def _write_checksums(folder: Path) -> None:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise ModelLoadError(f"no safetensors written to {folder}")
+        raise ModelLoadError(f"no safetensors written to {folder}; check the disk space there "
+                             "or set model.cache_dir=...")
     lines = [f"{sha256_file(f)}  {f.name}\n" for f in files]
     (folder / CHECKSUMS).write_text("".join(lines))
 
@@ -316,8 +323,14 @@ def _load_pretrained(
     """`from_pretrained` for a folder or hub id; offline hub ids fail fast with a clear message."""
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if local:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
-        return model, AutoTokenizer.from_pretrained(name, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+            return model, AutoTokenizer.from_pretrained(name, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"model.name_or_path: cannot load the model folder {name}: {exc}; give a folder "
+                "with config.json, weights and tokenizer files, a .gguf file or a bundled name"
+            ) from exc
     try:
         # Already in the Hugging Face cache: load that folder. (`from_pretrained(...,
         # local_files_only=True)` still asks the hub for an adapter config and retries for 23 s.)
@@ -365,7 +378,10 @@ def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """Batching needs a pad token; eos is the usual stand-in (masked out of the loss anyway)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError("the tokenizer has neither a pad nor an eos token")
+            raise ModelLoadError(
+                "the tokenizer has neither a pad nor an eos token; use a model whose tokenizer "
+                "defines one"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     generation = getattr(model, "generation_config", None)
     if generation is not None and generation.pad_token_id is None:

@@ -1,17 +1,187 @@
-"""The run directory: resolved config, environment, the append-only log."""
+"""The run directory: its lock, what may be overwritten, resolved config, environment, the log."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".lock"
+START_FILES = frozenset(
+    {LOCK_FILE, "config.yaml", "environment.json", "fingerprint.json", "log.jsonl"}
+)
+"""What a run writes before its first checkpoint; a folder with only these holds no results."""
+RUN_MARKERS = frozenset({"config.yaml", "log.jsonl", "scores.csv", "metrics.json", "checkpoints"})
+"""At least one of these is in every folder retain wrote; `--overwrite` clears no other."""
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; the message names the path and the fix."""
+
+
+class RunLock:
+    """An exclusive `flock` on `<run_dir>/.lock` for the life of a run.
+
+    The file holds the holder's pid and host, so a second process can say who is running.
+    The file is never deleted (deleting it would let two processes lock different inodes);
+    the kernel drops the lock when its holder exits, however it exits.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> RunLock:
+        if fcntl is None:
+            return self
+        for attempt in range(2):
+            handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                if attempt == 0:
+                    gc.collect()  # a lock of this process whose owner is garbage is freed now
+                    continue
+                raise RunDirError(
+                    f"{self.path.parent} is in use by {_describe(holder)}; wait for that run "
+                    "to end, or choose another name=..."
+                ) from None
+            handle.truncate(0)
+            record = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "argv": sys.argv,
+            }
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            self._file = handle
+            break
+        return self
+
+    def release(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.truncate(0)
+            self._file.close()  # closing drops the flock
+        self._file = None
+
+
+def _describe(holder: str) -> str:
+    try:
+        info = json.loads(holder)
+        return f"pid {info['pid']} on {info['host']} (since {info.get('started', '?')})"
+    except (ValueError, KeyError, TypeError):
+        return "another process (it wrote no pid yet)"
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """A file where the run directory (or a folder above it) should be is named with the fix."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory; move it away or choose "
+                          "another output_dir=... or name=...")
+    blocker = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise RunDirError(f"cannot create run directory {run_dir}: {blocker} is a file; "
+                          "choose another output_dir=...")
+
+
+def ensure_run_dir(run_dir: Path) -> None:
+    """Create the run directory, or say in one line why it cannot be."""
+    check_run_dir_path(run_dir)
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror}; "
+                          "choose an output_dir=... you can write") from None
+
+
+def _results_in_log(path: Path) -> bool:
+    """Whether the log records an evaluation or a training step (anything worth keeping)."""
+    from retain.results.files import read_log
+
+    try:
+        return any(r.get("type") in ("eval", "step") for r in read_log(path))
+    except OSError:
+        return True
+
+
+def _only_a_start(run_dir: Path, entries: list[Path]) -> bool:
+    """Only files a run writes before its first checkpoint, and a log without results."""
+    if any(p.name not in START_FILES or not p.is_file() for p in entries):
+        return False
+    log, config = run_dir / "log.jsonl", run_dir / "config.yaml"
+    if config.exists() and not _is_retain_config(config):
+        return False
+    return not (log.exists() and _results_in_log(log))
+
+
+def _is_retain_config(path: Path) -> bool:
+    """A config.yaml retain wrote (a resolved run config), not someone's file of that name."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and {"name", "methods", "model", "train"} <= set(data)
+
+
+def refuse_foreign_files(run_dir: Path) -> None:
+    """A folder with files but no checkpoint of this run is never overwritten without asking."""
+    entries = [p for p in Path(run_dir).iterdir() if p.name != LOCK_FILE]
+    if entries and not _only_a_start(Path(run_dir), entries):
+        shown = ", ".join(sorted(p.name for p in entries)[:4])
+        raise RunDirError(
+            f"{run_dir} holds files ({shown}{', ...' if len(entries) > 4 else ''}) but no "
+            "checkpoint of a run, so it is not overwritten; pass --overwrite (or --fresh) to "
+            "clear it, or choose another name=..."
+        )
+
+
+def refuse_clearing_foreign(run_dir: Path) -> list[Path]:
+    """The entries `clear_run_dir` would delete; refused for a folder that is no run."""
+    entries = [p for p in Path(run_dir).iterdir() if p.name != LOCK_FILE]
+    if entries and not any(p.name in RUN_MARKERS for p in entries):
+        raise RunDirError(
+            f"{run_dir} does not look like a run directory (no config.yaml, log.jsonl, "
+            "scores.csv or checkpoints), so --overwrite does not delete it; remove it yourself "
+            "or choose another name=..."
+        )
+    return entries
+
+
+def clear_run_dir(run_dir: Path) -> int:
+    """Delete everything in a run directory but its lock; the number of entries removed.
+
+    Refused for a folder that holds none of the files retain writes: `--overwrite` is for runs.
+    """
+    entries = refuse_clearing_foreign(run_dir)
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return len(entries)
 
 
 class RunLog:

@@ -23,26 +23,40 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from retain.config import RunConfig, dump_config
+from retain.config import RunConfig
 from retain.data.encoding import (
     IGNORE_INDEX,
     Batch,
     BatchPlan,
     SampleStore,
     collate,
-    encode_example,
+    encode_train_example,
 )
 from retain.data.task import Example, Task, TaskStream
-from retain.eval.evaluate import EncodedEvalSet, encode_eval_set, example_scores
+from retain.eval.evaluate import (
+    EncodedEvalSet,
+    decoding_settings,
+    encode_eval_set,
+    example_scores,
+    model_context_length,
+    score_type,
+)
 from retain.eval.row import RowEvaluator
 from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
-from retain.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-
-CHECKPOINT_DIR = "checkpoints/latest"
+from retain.progress import progress
+from retain.results.examples import EXAMPLES_FILE, ExampleResults
+from retain.train.checkpoint import set_rng_state
+from retain.train.resume import (
+    load_resume_state,
+    open_run_dir,
+    restore_plugins,
+    run_fingerprint,
+    save_state,
+    write_fingerprint,
+)
 
 
 @dataclass
@@ -119,7 +133,10 @@ class ContinualTrainer:
         stream: TaskStream | None = None,
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
+        overwrite: bool = False,
     ) -> None:
+        """`overwrite`: clear a run directory that holds no checkpoint of this run (--overwrite);
+        without it such a directory is refused, never overwritten."""
         from retain.data.streams import load_stream
         from retain.eval.matrix import ScoreMatrix
         from retain.models.adapters import prepare_for_finetuning
@@ -128,12 +145,13 @@ class ContinualTrainer:
 
         self.config = config
         self.run_dir = config.run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._check_config_matches()
-        set_seed(config.seed)
+        self.fingerprint: dict[str, Any] | None = None  # of the encoded data, see resume.py
         # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
         # accelerate is not told about it: its backward would divide the loss a second time.
         self.accelerator = Accelerator(mixed_precision=_mixed_precision(config))
+        # locked for the life of the run; resumed, cleared or refused before anything is written
+        self._lock = open_run_dir(config, overwrite, self.accelerator)
+        set_seed(config.seed)
         self.device = self.accelerator.device
         self.stream = stream if stream is not None else load_stream(config.data, config.seed)
         if model is None:
@@ -145,8 +163,10 @@ class ContinualTrainer:
         model = prepare_for_finetuning(model, config.model)
         self.plugins: list[Plugin] = build_plugins(config)
         self.store = SampleStore()
+        self.truncated_train: dict[str, int] = {}
         task_samples = self._encode_training_data(self.stream)
-        self.evaluator = RowEvaluator(config, self.stream, tokenizer)
+        self.context_length = model_context_length(model)
+        self.evaluator = RowEvaluator(config, self.stream, tokenizer, self.context_length)
         self._probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
         self.is_main = self.accelerator.is_main_process
         self.log = RunLog(self.run_dir / "log.jsonl", enabled=self.is_main)
@@ -167,36 +187,33 @@ class ContinualTrainer:
         self.matrix = ScoreMatrix(
             self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
         )
+        norm = config.eval.loglik_norm
         for task in self.stream.tasks:
-            self.matrix.score_types[task.name] = task.metric
-            self.matrix.decoding[task.name] = task.decoding
+            self.matrix.score_types[task.name] = score_type(task, norm)
+            self.matrix.decoding[task.name] = decoding_settings(task, norm)
+        self.examples = ExampleResults()
+        self.ties: dict[str, dict[str, int]] = {}  # task -> stage -> examples with tied options
         self.needs_hidden = any(p.needs_hidden_states for p in self.plugins)
         self.optimizer: Any = None
         self.scheduler: Any = None
 
     # ----------------------------------------------------------------- set-up helpers
-    def _check_config_matches(self) -> None:
-        """A run directory belongs to one configuration: resuming with another is refused."""
-        path = self.run_dir / "config.yaml"
-        text = dump_config(self.config)
-        resuming = path.exists() and (self.run_dir / CHECKPOINT_DIR).exists()
-        if resuming and path.read_text() != text:
-            raise ValueError(
-                f"{path} holds a different configuration; resume with the same config or "
-                f"choose another run name (name=...)"
-            )
-        path.write_text(text)
-
     def _with(self, hook: str) -> list[Plugin]:
         return [p for p in self.plugins if overrides(p, hook)]
 
     def _encode_training_data(self, stream: TaskStream) -> list[list[int]]:
+        """Tokenise every training sample once; an answer that cannot fit stops the run here,
+        before any training, and prompts cut to fit are counted per task."""
         pools = []
         for t, task in enumerate(stream.tasks):
-            ids = []
-            for ex in task.train:
-                input_ids, labels = encode_example(self.tokenizer, ex, self.config.data.max_length)
-                ids.append(self.store.add(input_ids, labels, t))
+            ids, cut = [], 0
+            for i, ex in enumerate(task.train):
+                enc = encode_train_example(
+                    self.tokenizer, ex, self.config.data.max_length, task=task.name, index=i
+                )
+                cut += int(enc.truncated)
+                ids.append(self.store.add(enc.input_ids, enc.labels, t))
+            self.truncated_train[task.name] = cut
             pools.append(ids)
         return pools
 
@@ -205,11 +222,19 @@ class ContinualTrainer:
         key = (task.name, len(examples))
         if key not in self._probe_sets:
             self._probe_sets[key] = encode_eval_set(
-                self.tokenizer, task, examples, self.config.data.max_length
+                self.tokenizer,
+                task,
+                examples,
+                context_length=self.context_length,
+                max_prompt_tokens=self.config.eval.max_prompt_tokens,
+                split="valid",
             )
         data = self._probe_sets[key]
         self.ctx.count("extra_forward_passes", data.forward_passes)
-        return example_scores(self.model, self.tokenizer, data, self.config.eval.batch_size)
+        ev = self.config.eval
+        return example_scores(
+            self.model, self.tokenizer, data, ev.batch_size, loglik_norm=ev.loglik_norm
+        )
 
     def steps_for(self, pool_size: int) -> int:
         tc = self.config.train
@@ -223,8 +248,15 @@ class ContinualTrainer:
     def evaluate_row(self, stage: int) -> None:
         row = self.evaluator.evaluate(self.model, stage, self.matrix.needed_tasks(stage))
         self.matrix.set_row(stage, row.scores, row.general)
+        for name, result in row.examples.items():
+            self.examples.set(stage, name, result.scores, extra=result.metrics)
+            if result.ties:
+                self.ties.setdefault(name, {})[str(stage)] = result.ties
+        for name, (nll_sums, counts) in row.perplexity_parts.items():
+            self.examples.set_perplexity(stage, name, nll_sums, counts)
         if self.is_main:
             self.matrix.to_csv(self.run_dir / "scores.csv")
+            self.examples.save(self.run_dir / EXAMPLES_FILE)
         self.log.write(
             {
                 "type": "eval",
@@ -236,43 +268,16 @@ class ContinualTrainer:
         )
 
     # ----------------------------------------------------------------- checkpoints
-    def _trainable(self) -> dict[str, torch.Tensor]:
-        from retain.models.adapters import trainable_state_dict
-
-        # views suffice: the checkpoint is written before the next optimizer step
-        return trainable_state_dict(self.accelerator.unwrap_model(self.model), copy=False)
-
+    # What a checkpoint holds and when a resume is refused: train/resume.py.
     def save(self, task: int, step: int, phase: str) -> None:
-        state: dict[str, Any] = {
-            "position": {"task": task, "step": step, "phase": phase},
-            "global_step": self.ctx.global_step,
-            "trainable": self._trainable(),
-            "plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(self.plugins)},
-            "matrix": self.matrix.to_json(),
-            "counters": dict(self.ctx.counters),
-            "rng": rng_state(),
-            "log_offset": self.log.offset(),
-        }
-        if phase == "train":
-            state["optimizer"] = self.optimizer.state_dict()
-            state["scheduler"] = self.scheduler.state_dict()
-        if self.is_main:
-            save_checkpoint(self.run_dir / CHECKPOINT_DIR, state)
-        self.accelerator.wait_for_everyone()
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        from retain.eval.matrix import ScoreMatrix
-        from retain.models.adapters import load_trainable_state_dict
-
-        load_trainable_state_dict(self.accelerator.unwrap_model(self.model), state["trainable"])
-        self.matrix = ScoreMatrix.from_json(state["matrix"])
-        self.ctx.counters = dict(state["counters"])
-        self.ctx.global_step = int(state["global_step"])
-        self.log.truncate(int(state["log_offset"]))
+        save_state(self, task, step, phase)
 
     def _restore_plugins(self, state: dict[str, Any]) -> None:
-        for i, p in enumerate(self.plugins):
-            p.load_state_dict(state["plugins"].get(f"{i}:{p.name}", {}))
+        restore_plugins(self, state)
+
+    def close(self) -> None:
+        """Release the run directory's lock (also released when the process ends)."""
+        self._lock.release()
 
     # ----------------------------------------------------------------- training
     def _new_optimizer(self, steps: int) -> None:
@@ -356,12 +361,8 @@ class ContinualTrainer:
         pad_id = int(self.tokenizer.pad_token_id)
         self.model.train()
         task_start = time.perf_counter()
-        bar = tqdm(
-            total=steps,
-            initial=start_step,
-            desc=f"task {t + 1}/{len(self.stream)} {task.name}",
-            disable=not tc.progress,
-            leave=False,
+        bar = progress(
+            steps, f"task {t + 1}/{len(self.stream)} {task.name}", tc.progress, start_step
         )
         for step in range(start_step, steps):
             step_start = time.perf_counter()
@@ -457,7 +458,8 @@ class ContinualTrainer:
             )
 
     def run(self) -> RunResult:
-        state = load_checkpoint(self.run_dir / CHECKPOINT_DIR)
+        # restored from the newest intact checkpoint (data fingerprint checked), or None
+        state = load_resume_state(self)
         resumed = state is not None
         if state is None:
             self.log.truncate(0)
@@ -466,21 +468,12 @@ class ContinualTrainer:
 
             if self.is_main:
                 write_json(self.run_dir / "environment.json", environment(self.device))
+            write_fingerprint(self)
             for plugin in self._with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
             self.evaluate_row(0)
             self.save(-1, 0, "done")
             state = {"position": {"task": -1, "step": 0, "phase": "done"}}
-        else:
-            pos = state["position"]
-            print(
-                f"resuming {self.run_dir} from task {pos['task'] + 1} step {pos['step']} "
-                f"({pos['phase']})"
-            )
-            self._restore(state)
-            if state["position"]["phase"] == "done":  # mid-task: train_task restores these
-                self._restore_plugins(state)
-                set_rng_state(state["rng"])
         pos = state["position"]
         first = pos["task"] + 1 if pos["phase"] == "done" else pos["task"]
         for t in range(first, len(self.stream)):
@@ -492,12 +485,24 @@ class ContinualTrainer:
         return RunResult(self.run_dir, self.finish(), resumed)
 
     def finish(self) -> dict[str, Any]:
-        from retain.eval.metrics import compute_metrics, cost_summary
+        from retain.eval.metrics import cost_summary
         from retain.results.files import read_log, write_json
+        from retain.results.references import metrics_with_references
         from retain.results.report import write_report
 
-        metrics = compute_metrics(self.matrix, _references(self.run_dir))
+        metrics = metrics_with_references(self.matrix, self.run_dir, run_fingerprint(self))
         metrics["cost"] = cost_summary(read_log(self.run_dir / "log.jsonl"))
+        metrics.update(uncertainty_summary(self.examples, self.matrix, self.config.seed))
+        metrics["truncation"] = {
+            name: {"train_prompts": self.truncated_train.get(name, 0), "eval_prompts": n}
+            for name, n in self.evaluator.truncated_prompts.items()
+        }
+        metrics["ties"] = self.ties
+        metrics["scoring"] = {
+            name: {"score_type": self.matrix.score_types.get(name),
+                   "decoding": self.matrix.decoding.get(name)}
+            for name in self.matrix.tasks
+        }
         metrics["warnings"] = run_warnings(self.config, self.ctx.counters)
         for text in metrics["warnings"]:
             self.log.write({"type": "warning", "message": text})
@@ -508,6 +513,21 @@ class ContinualTrainer:
             write_json(self.run_dir / "metrics.json", metrics)
             write_report(self.run_dir)
         return metrics
+
+
+def uncertainty_summary(examples: ExampleResults, matrix: Any, seed: int) -> dict[str, Any]:
+    """95 % bootstrap CIs of the headline metrics over test examples, n per task and the plain
+    warning when the test sets are too small to tell a few points from noise."""
+    from retain.eval.uncertainty import bootstrap_metrics, noise_note
+
+    ci = bootstrap_metrics(examples, matrix.tasks, matrix.general, n_resamples=1000, seed=seed)
+    n_per_task = examples.n_per_task(matrix.tasks)
+    return {
+        "ci": {k: v for k, v in ci.items() if k != "ap_per_stage"},
+        "ap_per_stage_ci": ci.get("ap_per_stage") or [],
+        "n_per_task": n_per_task,
+        "noise_note": noise_note(n_per_task),
+    }
 
 
 def run_warnings(config: RunConfig, counters: dict[str, float]) -> list[str]:
@@ -525,21 +545,13 @@ def run_warnings(config: RunConfig, counters: dict[str, float]) -> list[str]:
     return warnings
 
 
-def _references(run_dir: Path) -> dict[str, float] | None:
-    """`ap` of sibling sequential/multitask runs of the same stream, for `gap_closed`."""
-    import json
-
-    refs: dict[str, float] = {}
-    for kind in ("sequential", "multitask"):
-        path = run_dir.parent / f"{kind}" / "metrics.json"
-        if path.exists() and path.parent != run_dir:
-            ap = json.loads(path.read_text()).get("ap")
-            if ap is not None:
-                refs[f"ap_{kind}"] = float(ap)
-    return refs or None
-
-
 def run(config: RunConfig, **kwargs: Any) -> RunResult:
-    """Run (or resume) one continual-learning run and write its directory."""
+    """Run (or resume) one continual-learning run and write its directory.
+
+    `overwrite=True` clears a run directory that holds no checkpoint of this run."""
     random.seed(config.seed)
-    return ContinualTrainer(config, **kwargs).run()
+    trainer = ContinualTrainer(config, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -22,6 +22,7 @@ from retain.eval.evaluate import (
     evaluate_set,
     text_nll_parts,
 )
+from retain.eval.sharding import Shards, interleave, merge_results, shard_set
 from retain.progress import progress
 
 
@@ -102,29 +103,43 @@ class RowEvaluator:
         return list(self.general)
 
     def evaluate(
-        self, model: torch.nn.Module, stage: int, tasks: list[int] | None = None
+        self,
+        model: torch.nn.Module,
+        stage: int,
+        tasks: list[int] | None = None,
+        shards: Shards | None = None,
     ) -> RowScores:
-        """Scores of the tasks with indices `tasks` (default: all) and the general suite."""
+        """Scores of the tasks with indices `tasks` (default: all) and the general suite;
+        with `shards`, this process scores its share of every set and gets all results."""
+        shards = shards or Shards()
         start = time.perf_counter()
         bs = self.config.eval.batch_size
         chosen = self.task_sets if tasks is None else [self.task_sets[i] for i in tasks]
         norm = self.config.eval.loglik_norm
         examples: dict[str, EvalResult] = {}
         bar = progress(len(chosen), f"eval stage {stage}", self.config.train.progress, lines=1)
+
+        def scored(data: EncodedEvalSet) -> EvalResult:
+            mine = shard_set(data, shards)
+            part = evaluate_set(model, self.tokenizer, mine, bs, loglik_norm=norm)
+            return merge_results(shards.all_parts(part), data)
+
         for data in chosen:
-            examples[data.task.name] = evaluate_set(
-                model, self.tokenizer, data, bs, loglik_norm=norm
-            )
+            examples[data.task.name] = scored(data)
             bar.update(1)
         bar.close()
         general = {}
         parts: dict[str, tuple[list[float], list[int]]] = {}
         for name, data in self.general.items():
             if name.endswith("_ppl"):
-                parts[name] = text_nll_parts(model, self.tokenizer, data, bs)
-                general[name] = math.exp(sum(parts[name][0]) / max(sum(parts[name][1]), 1))
+                mine = [data[i] for i in shards.indices(len(data))]
+                every = shards.all_parts(text_nll_parts(model, self.tokenizer, mine, bs))
+                nll = interleave([e[0] for e in every], len(data))
+                counts = interleave([e[1] for e in every], len(data))
+                parts[name] = (nll, counts)
+                general[name] = math.exp(sum(nll) / max(sum(counts), 1))
             else:
-                examples[name] = evaluate_set(model, self.tokenizer, data, bs, loglik_norm=norm)
+                examples[name] = scored(data)
                 general[name] = examples[name].score
         scores = {d.task.name: examples[d.task.name].score for d in chosen}
         return RowScores(scores, general, time.perf_counter() - start, examples, parts)

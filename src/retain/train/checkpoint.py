@@ -77,6 +77,15 @@ def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return value
 
 
+def state_bytes(state: Any) -> bytes:
+    """A canonical byte form of a state (JSON part plus every tensor's bytes), for digests."""
+    tensors: dict[str, torch.Tensor] = {}
+    flat = json.dumps(_flatten(state, tensors), sort_keys=True).encode()
+    return flat + b"".join(
+        tensors[k].contiguous().view(torch.uint8).numpy().tobytes() for k in sorted(tensors)
+    )
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -29,7 +28,6 @@ from retain.config import RunConfig
 from retain.data.encoding import (
     IGNORE_INDEX,
     Batch,
-    BatchPlan,
     SampleStore,
     collate,
     encode_train_example,
@@ -48,11 +46,18 @@ from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
 from retain.progress import progress
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
-from retain.train.checkpoint import set_rng_state
+from retain.train.batches import StepPlanner, TaskOrder
+from retain.train.distributed import (
+    global_view,
+    plugin_state_digests,
+    reduce_losses,
+    shards,
+)
 from retain.train.resume import (
     load_resume_state,
     open_run_dir,
     restore_plugins,
+    restore_rng,
     run_fingerprint,
     save_state,
     write_fingerprint,
@@ -74,15 +79,22 @@ def _mixed_precision(config: RunConfig) -> str:
     return "no"
 
 
+def _cpu_only() -> bool:
+    """No accelerator device: tell accelerate so, or several CPU processes started by torchrun
+    would each run alone instead of as one gloo process group."""
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def answer_token_count(batch: Batch) -> int:
-    """Tokens that carry the loss (labels shifted by one, as `token_losses` counts them)."""
-    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,31 +109,6 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     ).view(shift_labels.shape)
     counts = (shift_labels != IGNORE_INDEX).sum(-1)
     return nll.sum(-1), counts
-
-
-class TaskOrder:
-    """The deterministic sequence of training samples of one task: seeded epoch permutations.
-
-    Micro-batch k is a pure function of (seed, task, k), so a resumed run draws exactly the
-    batches the uninterrupted run would have drawn.
-    """
-
-    def __init__(self, pool: list[int], seed: int, task_index: int, batch_size: int) -> None:
-        self.pool = np.asarray(pool, dtype=np.int64)
-        self.seed, self.task_index, self.batch_size = seed, task_index, batch_size
-        self._cached: tuple[int, np.ndarray] | None = None
-
-    def _epoch(self, e: int) -> np.ndarray:
-        """The permutation of epoch e (the last one is kept: batches walk epochs in order)."""
-        if self._cached is None or self._cached[0] != e:
-            rng = np.random.default_rng([self.seed, self.task_index, e])
-            self._cached = (e, self.pool[rng.permutation(len(self.pool))])
-        return self._cached[1]
-
-    def batch(self, k: int) -> list[int]:
-        n = len(self.pool)
-        start = k * self.batch_size
-        return [int(self._epoch((start + j) // n)[(start + j) % n]) for j in range(self.batch_size)]
 
 
 class ContinualTrainer:
@@ -148,7 +135,7 @@ class ContinualTrainer:
         self.fingerprint: dict[str, Any] | None = None  # of the encoded data, see resume.py
         # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
         # accelerate is not told about it: its backward would divide the loss a second time.
-        self.accelerator = Accelerator(mixed_precision=_mixed_precision(config))
+        self.accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=_cpu_only())
         # locked for the life of the run; resumed, cleared or refused before anything is written
         self._lock = open_run_dir(config, overwrite, self.accelerator)
         set_seed(config.seed)
@@ -232,9 +219,9 @@ class ContinualTrainer:
         data = self._probe_sets[key]
         self.ctx.count("extra_forward_passes", data.forward_passes)
         ev = self.config.eval
-        return example_scores(
-            self.model, self.tokenizer, data, ev.batch_size, loglik_norm=ev.loglik_norm
-        )
+        model = self.accelerator.unwrap_model(self.model)  # the same weights on every rank
+        norm = ev.loglik_norm
+        return example_scores(model, self.tokenizer, data, ev.batch_size, loglik_norm=norm)
 
     def steps_for(self, pool_size: int) -> int:
         tc = self.config.train
@@ -246,7 +233,11 @@ class ContinualTrainer:
 
     # ----------------------------------------------------------------- evaluation
     def evaluate_row(self, stage: int) -> None:
-        row = self.evaluator.evaluate(self.model, stage, self.matrix.needed_tasks(stage))
+        # the unwrapped model: DDP's wrapper has no `generate`, and evaluation needs no sync
+        model = self.accelerator.unwrap_model(self.model)
+        row = self.evaluator.evaluate(
+            model, stage, self.matrix.needed_tasks(stage), shards(self.accelerator)
+        )
         self.matrix.set_row(stage, row.scores, row.general)
         for name, result in row.examples.items():
             self.examples.set(stage, name, result.scores, extra=result.metrics)
@@ -284,10 +275,12 @@ class ContinualTrainer:
         tc = self.config.train
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-        scheduler = get_cosine_schedule_with_warmup(
+        # The schedule counts global optimizer steps. It is not handed to accelerate, whose
+        # wrapper would step it once per process (warm-up over after 1/N of it, LR 0 halfway).
+        self.scheduler = get_cosine_schedule_with_warmup(
             optimizer, int(round(tc.warmup_ratio * steps)), steps
         )
-        self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        self.optimizer = self.accelerator.prepare(optimizer)
 
     def forward(self, batch: Batch) -> tuple[StepOutputs, torch.Tensor]:
         """The step outputs plugins see, and the summed answer-token NLL of the batch."""
@@ -307,26 +300,6 @@ class ContinualTrainer:
         )
         return outputs, nll_sum.sum()
 
-    def _compose_step(
-        self, order: TaskOrder, step: int, composers: list[Plugin], pad_id: int
-    ) -> list[Batch]:
-        """The step's micro-batches, planned (plugins in their order) and collated on the CPU."""
-        tc = self.config.train
-        batches = []
-        for m in range(tc.grad_accum):
-            plan = BatchPlan(order.batch(step * tc.grad_accum + m), [False] * tc.batch_size)
-            for plugin in composers:
-                plan = plugin.compose_batch(self.ctx, plan)
-            batches.append(collate(self.store, plan, pad_id))
-        return batches
-
-    def _global_sum(self, value: int) -> int:
-        """`value` summed over processes (itself when there is one)."""
-        if self.accelerator.num_processes == 1:
-            return value
-        total = self.accelerator.reduce(torch.tensor(value, device=self.device), "sum")
-        return int(total.item())
-
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
         task = self.stream.tasks[t]
         tc = self.config.train
@@ -345,19 +318,13 @@ class ContinualTrainer:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.scheduler.load_state_dict(resume_state["scheduler"])
             self._restore_plugins(resume_state)
-            set_rng_state(resume_state["rng"])
+            restore_rng(self, resume_state)
             ctx.task_step = start_step
-        order = TaskOrder(
-            pool,
-            self.config.seed + 1000 * self.accelerator.process_index,
-            t,
-            tc.batch_size,
-        )
-        composers, lossers, after = (
-            self._with("compose_batch"),
-            self._with("extra_loss"),
-            self._with("after_step"),
-        )
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        # the same global order on every rank (see train/batches.py)
+        order = TaskOrder(pool, self.config.seed, t, tc.batch_size * world)
+        planner = StepPlanner(self.store, order, self._with("compose_batch"), ctx, tc.grad_accum)
+        lossers, after = self._with("extra_loss"), self._with("after_step")
         pad_id = int(self.tokenizer.pad_token_id)
         self.model.train()
         task_start = time.perf_counter()
@@ -367,15 +334,13 @@ class ContinualTrainer:
         for step in range(start_step, steps):
             step_start = time.perf_counter()
             step_losses: dict[str, Any] = {}  # detached tensors, read once per logged step
-            batches = self._compose_step(order, step, composers, pad_id)
-            tokens = sum(int(b.attention_mask.sum()) for b in batches)  # CPU copies: no sync
-            samples = sum(b.size for b in batches)
-            replayed = sum(int(b.is_replay.sum()) for b in batches)
+            plan = planner.plan(step)
+            batches = [collate(self.store, p, pad_id) for p in plan.local(rank, world)]
+            tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
             # The step's task loss is the mean NLL over every answer token of the step (all
             # micro-batches, all processes), so how rows are split cannot change the update.
-            # DDP averages gradients over processes, hence the factor num_processes.
-            step_tokens = self._global_sum(sum(answer_token_count(b) for b in batches))
-            scale = self.accelerator.num_processes / max(step_tokens, 1)
+            # DDP averages gradients over processes, hence the factor `world`.
+            scale = world / max(plan.loss_tokens, 1)
             micro: list[tuple[Batch, StepOutputs]] = []
             for m, batch in enumerate(batches):
                 batch = batch.to(self.device)
@@ -385,7 +350,7 @@ class ContinualTrainer:
                         outputs, nll_total = self.forward(batch)
                         task_part = nll_total * scale
                         loss = task_part
-                        named = {"task": task_part.detach() / self.accelerator.num_processes}
+                        named = {"task": task_part.detach() / world}
                         for plugin in lossers:
                             for name, value in plugin.extra_loss(ctx, batch, outputs).items():
                                 loss = loss + value / len(batches)  # per-micro-batch means
@@ -402,7 +367,7 @@ class ContinualTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             ctx.task_step += 1
             ctx.global_step += 1
-            for batch, outputs in micro:
+            for batch, outputs in global_view(self.accelerator, plan, micro, self.store, pad_id):
                 for plugin in after:
                     plugin.after_step(ctx, batch, outputs)
             ctx.count("samples", samples)
@@ -410,7 +375,7 @@ class ContinualTrainer:
             ctx.count("replayed_rows", replayed)
             seconds = time.perf_counter() - step_start
             if ctx.task_step % tc.log_every == 0 or ctx.task_step == steps:
-                record_losses = {name: float(v) for name, v in step_losses.items()}
+                record_losses = reduce_losses(self.accelerator, step_losses)
                 loss_value = sum(record_losses.values())
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 self.log.write(
@@ -436,6 +401,11 @@ class ContinualTrainer:
         bar.close()
         for plugin in self._with("on_task_end"):
             plugin.on_task_end(ctx, task)
+        if world > 1:  # every rank must hold the same plugin state; the log shows it did
+            digests = plugin_state_digests(self.accelerator, self.plugins)
+            self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"plugin states differ across ranks after task {task.name}")
         self.log.write(
             {
                 "type": "task_end",

@@ -13,6 +13,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from retain.config import RunConfig, config_differences, dump_config, load_yaml
+from retain.results.examples import ExampleResults
 from retain.results.files import write_json, write_text_atomic
 from retain.results.fingerprint import (
     FINGERPRINT_FILE,
@@ -152,8 +153,10 @@ def save_state(trainer: ContinualTrainer, task: int, step: int, phase: str) -> N
         "plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)},
         "matrix": trainer.matrix.to_json(),
         "counters": dict(trainer.ctx.counters),
-        "rng": rng_state(),
+        "rng": rank_rng_states(trainer),
         "log_offset": trainer.log.offset(),
+        "examples": trainer.examples.to_dict(),
+        "ties": trainer.ties,
         "fingerprint": run_fingerprint(trainer),
     }
     if phase == "train":
@@ -175,6 +178,27 @@ def restore_state(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
     trainer.ctx.counters = dict(state["counters"])
     trainer.ctx.global_step = int(state["global_step"])
     trainer.log.truncate(int(state["log_offset"]))
+    trainer.examples = ExampleResults.from_dict(state["examples"])
+    trainer.ties = {k: dict(v) for k, v in state.get("ties", {}).items()}
+
+
+def rank_rng_states(trainer: ContinualTrainer) -> list[dict[str, Any]]:
+    """Every rank's generator states (dropout draws differ per rank), in rank order."""
+    mine = rng_state()
+    if trainer.accelerator.num_processes == 1:
+        return [mine]
+    from accelerate.utils import gather_object
+
+    return list(gather_object([mine]))
+
+
+def restore_rng(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
+    """This rank's generator states (rank 0's when the run had fewer processes before)."""
+    states = state["rng"]
+    if isinstance(states, dict):  # one process's states, as checkpoints held them before
+        states = [states]
+    rank = trainer.accelerator.process_index
+    set_rng_state(states[rank] if rank < len(states) else states[0])
 
 
 def restore_plugins(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
@@ -228,7 +252,7 @@ def load_resume_state(trainer: ContinualTrainer) -> dict[str, Any] | None:
     restore_state(trainer, state)
     if pos["phase"] == "done":  # mid-task: train_task restores these after on_task_start
         restore_plugins(trainer, state)
-        set_rng_state(state["rng"])
+        restore_rng(trainer, state)
     if trainer.is_main:
         trainer.matrix.to_csv(trainer.run_dir / "scores.csv")
     write_fingerprint(trainer)

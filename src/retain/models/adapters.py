@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -123,16 +124,24 @@ def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) 
 
 
 def save_adapter(
-    model: nn.Module, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
+    model: nn.Module,
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write the fine-tuned result in standard formats: a PEFT adapter folder
     (`adapter_config.json`, `adapter_model.safetensors`) for LoRA, a safetensors model folder for
-    full fine-tuning. The tokenizer, if given, is saved beside it."""
+    full fine-tuning. `state_dict` is a consolidated state (FSDP/ZeRO-3 shard the weights, so
+    the loop gathers them with `accelerator.get_state_dict` first). The tokenizer, if given, is
+    saved beside it."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(model, (PeftModel, PreTrainedModel)):
         raise TypeError(f"cannot save a {type(model).__name__}; expected a PEFT or HF model")
-    model.save_pretrained(out)
+    if state_dict is None:
+        model.save_pretrained(out)
+    else:
+        model.save_pretrained(out, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -188,16 +189,25 @@ class RunLog:
     """`log.jsonl`, one JSON record a line. Checkpoints store its size so that a resumed run
     first cuts what was logged after the checkpoint and the log never holds a step twice."""
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        """`enabled=False` (the other processes of a multi-process run) writes nothing."""
+    def __init__(
+        self,
+        path: Path,
+        enabled: bool = True,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """`enabled=False` (the other processes of a multi-process run) writes nothing;
+        `sink` also receives every record (experiment trackers)."""
         self.path = Path(path)
         self.enabled = enabled
+        self.sink = sink
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path if enabled else os.devnull, "a")  # noqa: SIM115 - whole run
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self.sink is not None and self.enabled:
+            self.sink(record)
 
     def offset(self) -> int:
         self._file.flush()

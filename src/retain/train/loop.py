@@ -46,6 +46,7 @@ from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
 from retain.progress import progress
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
+from retain.results.trackers import Trackers
 from retain.train.batches import StepPlanner, TaskOrder
 from retain.train.distributed import (
     global_view,
@@ -135,7 +136,13 @@ class ContinualTrainer:
         self.fingerprint: dict[str, Any] | None = None  # of the encoded data, see resume.py
         # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
         # accelerate is not told about it: its backward would divide the loss a second time.
-        self.accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=_cpu_only())
+        report_to = None if config.train.report_to == "none" else config.train.report_to
+        self.accelerator = Accelerator(
+            mixed_precision=_mixed_precision(config),
+            cpu=_cpu_only(),
+            log_with=report_to,
+            project_dir=str(self.run_dir / "trackers"),
+        )
         # locked for the life of the run; resumed, cleared or refused before anything is written
         self._lock = open_run_dir(config, overwrite, self.accelerator)
         set_seed(config.seed)
@@ -156,7 +163,10 @@ class ContinualTrainer:
         self.evaluator = RowEvaluator(config, self.stream, tokenizer, self.context_length)
         self._probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
         self.is_main = self.accelerator.is_main_process
-        self.log = RunLog(self.run_dir / "log.jsonl", enabled=self.is_main)
+        self.trackers = Trackers(
+            self.accelerator, report_to is not None, config.name, config.model_dump(mode="json")
+        )
+        self.log = RunLog(self.run_dir / "log.jsonl", enabled=self.is_main, sink=self.trackers)
         self.ctx = Context(
             config=config,
             stream=self.stream,
@@ -419,12 +429,19 @@ class ContinualTrainer:
         )
 
     def save_adapter(self, t: int) -> None:
+        from accelerate.utils import DistributedType
+
         from retain.models.adapters import save_adapter
 
+        state = None
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            # sharded weights: gathered on every rank (a collective), written by the main one
+            state = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
             save_adapter(
                 self.accelerator.unwrap_model(self.model),
                 self.run_dir / "adapters" / f"task_{t + 1}",
+                state_dict=state,
             )
 
     def run(self) -> RunResult:
@@ -479,6 +496,7 @@ class ContinualTrainer:
             if self.is_main:
                 print(f"warning: {text}", file=sys.stderr)
         self.log.close()
+        self.trackers.final(metrics)
         if self.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
             write_report(self.run_dir)

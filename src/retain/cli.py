@@ -123,23 +123,13 @@ def _overrides(overrides: list[str] | None, data_dir: str | None) -> list[str]:
     return extra
 
 
-def _summary_row(name: str, metrics: dict[str, Any]) -> str:
-    def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return f"{value:8.2f}" if isinstance(value, int | float) else f"{'—':>8}"
+def _print_table(
+    rows: list[tuple[str, dict[str, Any]]], run_dirs: list[Path] | None = None
+) -> None:
+    from retain.results.summary import summary_lines
 
-    cost = metrics.get("cost", {})
-    seconds = cost.get("train_seconds", 0.0) + cost.get("eval_seconds", 0.0)
-    return (
-        f"{name:<22}{fmt('ap')}{fmt('bwt')}{fmt('forgetting_max')}{fmt('la')}"
-        f"{fmt('gap_closed')}{seconds:9.0f}s"
-    )
-
-
-def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    typer.echo(f"{'method':<22}{'ap':>8}{'bwt':>8}{'forget':>8}{'la':>8}{'gap':>8}{'time':>10}")
-    for name, metrics in rows:
-        typer.echo(_summary_row(name, metrics))
+    for line in summary_lines(rows, run_dirs):
+        typer.echo(line)
     for name, metrics in rows:
         note = metrics.get("gap_closed_note")
         if note and name not in REFERENCES:
@@ -161,7 +151,10 @@ def run_command(
     data_dir: DataDir = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """One run; resumes if its run directory already has a checkpoint of this run."""
+    """One run; resumes if its run directory already has a checkpoint of this run.
+
+    Every config key, its default and meaning: `retain config` (or docs/config.md).
+    """
     with _user_errors():
         cfg = load_config(config, _overrides(overrides, data_dir))
         metrics = _run(cfg, overwrite)
@@ -214,7 +207,7 @@ def bench_command(
         names = [m.strip() for m in methods.split(",") if m.strip()]
         configs = _bench_configs(cfg.model_dump(mode="json"), names, cfg.run_dir)
         rows = _bench(configs, overwrite)
-        _print_table(rows)
+        _print_table(rows, [cfg.run_dir / n for n, _ in rows])
         typer.echo(f"comparison: {_compare(cfg.run_dir, [n for n, _ in rows])}")
 
 
@@ -232,8 +225,25 @@ def demo_command(
         configs = _bench_configs(cfg.model_dump(mode="json"), ["sequential", "mssr"],
                                  cfg.run_dir)
         rows = _bench(configs, overwrite)
-        _print_table(rows)
+        _print_table(rows, [cfg.run_dir / n for n, _ in rows])
         typer.echo(f"comparison report: {_compare(cfg.run_dir, [n for n, _ in rows])}")
+
+
+@app.command("streams")
+def streams_command(data_dir: DataDir = None) -> None:
+    """The registered streams and their tasks (format, scoring, metric, sizes)."""
+    from retain.data.streams import describe_streams
+
+    with _user_errors():
+        typer.echo(describe_streams(data_dir))
+
+
+@app.command("config")
+def config_command() -> None:
+    """Every configuration key with its default and meaning (also in docs/config.md)."""
+    from retain.config_reference import config_reference
+
+    typer.echo(config_reference())
 
 
 @app.command("report")

@@ -74,10 +74,10 @@ class DataConfig(Section):
         json_schema_extra={"default_text": f"${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}"},
     )
     max_train_per_task: int | None = Field(
-        None, gt=0, description="cap on train examples per task (seeded subsample); None: all"
+        None, gt=0, description="cap on train examples per task (seeded subsample); null: all"
     )
     max_test_per_task: int | None = Field(
-        None, gt=0, description="cap on test examples per task (seeded subsample); None: all"
+        None, gt=0, description="cap on test examples per task (seeded subsample); null: all"
     )
     max_length: int = Field(256, gt=8, description="token limit of a training example")
     valid_per_task: int = Field(
@@ -110,6 +110,11 @@ class TrainConfig(Section):
         0, ge=0, description="steps between mid-task checkpoints; 0: task ends only"
     )
     progress: bool = True
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
+        "none",
+        description="also send step losses, replay events, evaluation rows and the final "
+        "metrics to this tracker (through accelerate; files under the run directory)",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
@@ -383,6 +388,7 @@ RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
         "data.data_dir",  # where the data are read from; their content is fingerprinted
         "model.cache_dir",  # where converted models are cached
         "train.progress",  # progress bars
+        "train.report_to",  # where copies of the log go
         "train.log_every",  # how often a step is logged
         "train.checkpoint_every",  # resuming from any checkpoint reproduces the same run
     }

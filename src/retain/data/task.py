@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-Metric = Literal["accuracy", "exact_match", "contains", "token_f1", "math_exact"]
+Metric = Literal[
+    "accuracy",
+    "exact_match",
+    "contains",
+    "token_f1",
+    "math_exact",
+    "choice_letter",
+    "rouge_l",
+    "edit_similarity",
+    "bleu",
+    "sari",
+]
 """How a prediction is scored. `accuracy` is for log-likelihood choice among options; the others
-are for generated text (`math_exact` extracts the final number first)."""
+are for generated text, each a per-example score in [0, 1] (`eval.answers.score_text`):
+`math_exact` compares final numbers, `choice_letter` the leading choice letter of an answer that
+goes on to explain, `rouge_l` (summaries), `edit_similarity` (code completion), `bleu` (sentence
+BLEU) and `sari` (simplification, against the example's `source_text`)."""
+
+TEXT_METRICS: tuple[str, ...] = tuple(m for m in get_args(Metric) if m != "accuracy")
 
 Scoring = Literal["loglik", "generate"]
 
@@ -33,6 +50,8 @@ class Example:
     answer: str
     options: tuple[str, ...] | None = None
     context: tuple[int, int] | None = None
+    original: str | None = None
+    """The text an open answer rewrites (SARI's source sentence), when a record gives it."""
 
     def __post_init__(self) -> None:
         if self.context is not None:
@@ -42,6 +61,68 @@ class Example:
                     f"context span {self.context} does not lie inside a prompt of "
                     f"{len(self.prompt)} characters"
                 )
+
+    @property
+    def source_text(self) -> str | None:
+        """What SARI scores edits against: `original`, else the declared passage, else None."""
+        if self.original is not None:
+            return self.original
+        if self.context is not None:
+            return self.prompt[self.context[0] : self.context[1]]
+        return None
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """Per-task settings from a stream file; None: the run's `train.*` / `data.*` value.
+
+    Benchmarks train the tasks of one stream for different lengths (TRACE gives each task its
+    own epochs), so a stream file may set them. The loop reads steps and learning rate through
+    `task_steps` and `task_lr`; the caps are applied at load time (`streams.cap_task`, the
+    smaller of this and `data.max_*_per_task`).
+    """
+
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float | None = None
+    max_train: int | None = None
+    max_test: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("a task budget sets steps or epochs, not both")
+        for name in ("steps", "epochs", "lr", "max_train", "max_test"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"task budget {name} must be positive, got {value!r}")
+
+
+def task_steps(
+    budget: TaskBudget,
+    steps_per_task: int | None,
+    epochs_per_task: float | None,
+    pool_size: int,
+    samples_per_step: int,
+) -> int:
+    """Optimizer steps for one task: its own `steps`/`epochs` if set, else the run's.
+
+    An epoch count becomes `ceil(epochs * pool_size / samples_per_step)`, at least 1.
+    """
+    if budget.steps is not None:
+        return budget.steps
+    epochs = budget.epochs
+    if epochs is None:
+        if steps_per_task is not None:
+            return steps_per_task
+        epochs = epochs_per_task
+    if epochs is None:
+        raise ValueError("no step budget: set train.steps_per_task or train.epochs_per_task")
+    return max(1, math.ceil(epochs * pool_size / samples_per_step))
+
+
+def task_lr(budget: TaskBudget, lr: float) -> float:
+    """The task's own learning rate if its stream file sets one, else the run's `train.lr`."""
+    return budget.lr if budget.lr is not None else lr
 
 
 @dataclass
@@ -59,6 +140,10 @@ class Task:
     """Held out from train (never the test split): probes and model selection use it."""
     stop: tuple[str, ...] = ()
     """Generation ends at the first of these strings, which is cut from the text scored."""
+    budget: TaskBudget = field(default_factory=TaskBudget)
+    """Per-task steps / epochs / learning rate / caps from the stream file (None: the run's)."""
+    data_warnings: tuple[str, ...] = ()
+    """What about the data misleads without stopping a run (validation overlapping test)."""
 
     def __post_init__(self) -> None:
         if any(not s for s in self.stop):
@@ -67,6 +152,19 @@ class Task:
             raise ValueError(
                 f"task {self.name!r}: loglik scoring gives accuracy, not {self.metric}"
             )
+        if self.scoring == "generate" and self.metric not in TEXT_METRICS:
+            raise ValueError(
+                f"task {self.name!r}: generated answers are scored by one of "
+                f"{', '.join(TEXT_METRICS)}, not {self.metric}"
+            )
+        if self.metric == "sari":
+            for split, examples in (("test", self.test), ("valid", self.valid)):
+                for i, ex in enumerate(examples):
+                    if ex.source_text is None:
+                        raise ValueError(
+                            f"task {self.name!r} {split}[{i}]: metric sari needs the source "
+                            "sentence (Example.original or a declared context passage)"
+                        )
         if self.scoring == "loglik":
             for split, examples in (
                 ("train", self.train),
@@ -99,6 +197,12 @@ class TaskStream:
 
     name: str
     tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every task's `data_warnings`, in order: the loader emits each as a `DataWarning`
+        when it builds the task; the loop may log them too."""
+        return [w for t in self.tasks for w in t.data_warnings]
 
     @property
     def task_names(self) -> list[str]:

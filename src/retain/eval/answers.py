@@ -126,8 +126,32 @@ def math_exact(prediction: str, reference: str) -> float:
     return float(ref is not None and final_answer(prediction) == ref)
 
 
-def score_text(metric: Metric, prediction: str, reference: str) -> float:
-    """Per-example score in [0, 1] for generated answers."""
+_CHOICE_LETTER = re.compile(r"\A\s*[(\[]?([A-Z])(?![A-Za-z])")
+"""A choice letter opening an answer: `B`, `B.`, `(B) because ...`, `B: the second`.
+Lower-case letters do not count (`a` is an article), nor does a capital that starts a word."""
+
+
+def choice_letter(text: str) -> str | None:
+    """The choice letter an answer begins with, or None."""
+    match = _CHOICE_LETTER.match(text)
+    return match.group(1) if match else None
+
+
+def choice_letter_match(prediction: str, reference: str) -> float:
+    """1 when both begin with the same choice letter: the explanation after it is not scored."""
+    ref = choice_letter(reference)
+    return float(ref is not None and choice_letter(prediction) == ref)
+
+
+def score_text(
+    metric: Metric, prediction: str, reference: str, source: str | None = None
+) -> float:
+    """Per-example score in [0, 1] for generated answers.
+
+    `source` is the text the answer rewrites (`Example.source_text`); only `sari` reads it.
+    """
+    from retain.eval import text_metrics as tm
+
     if metric == "exact_match":
         return exact_match(prediction, reference)
     if metric == "contains":
@@ -136,4 +160,18 @@ def score_text(metric: Metric, prediction: str, reference: str) -> float:
         return token_f1(prediction, reference)
     if metric == "math_exact":
         return math_exact(prediction, reference)
+    if metric == "choice_letter":
+        return choice_letter_match(prediction, reference)
+    if metric == "rouge_l":
+        return tm.rouge_l(prediction, reference)
+    if metric == "edit_similarity":
+        return tm.edit_similarity(prediction, reference)
+    if metric == "bleu":
+        return tm.bleu(prediction, reference)
+    if metric == "sari":
+        if source is None:
+            raise ValueError(
+                "metric sari needs the source sentence: pass source=example.source_text"
+            )
+        return tm.sari(source, prediction, reference)
     raise ValueError(f"metric {metric!r} scores options by log-likelihood, not generated text")

@@ -283,7 +283,7 @@ def evaluate_set(
         texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)  # type: ignore[attr-defined]
         texts = [cut_at_stop(t, task.stop) for t in texts]
         per_example = [
-            score_text(task.metric, text, ex.answer)
+            score_text(task.metric, text, ex.answer, source=ex.source_text)
             for text, ex in zip(texts, data.examples, strict=True)
         ]
         return EvalResult(

@@ -122,12 +122,23 @@ def data_fingerprint(
         "test_data": hash_eval_sets(task_sets),
         "general_data": hash_eval_sets((general or {}).values()),
     }
+    budgets = {s.task.name: _budget(s.task) for s in task_sets}
+    if any(budgets.values()):  # a stream file's per-task steps/lr change what is trained
+        parts["task_budgets"] = budgets
     return {
         "version": VERSION,
         "digest": _digest(parts),
         "parts": parts,
         "methods": list(config.methods),
     }
+
+
+def _budget(task: Any) -> dict[str, Any]:
+    """The per-task settings a stream file gave (None values left out)."""
+    budget = getattr(task, "budget", None)
+    if budget is None:
+        return {}
+    return {k: v for k, v in vars(budget).items() if v is not None}
 
 
 def _digest(parts: dict[str, Any]) -> str:

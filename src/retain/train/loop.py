@@ -8,7 +8,6 @@ each hook only on the plugins that implement it.
 
 from __future__ import annotations
 
-import math
 import random
 import resource
 import sys
@@ -32,7 +31,7 @@ from retain.data.encoding import (
     collate,
     encode_train_example,
 )
-from retain.data.task import Example, Task, TaskStream
+from retain.data.task import Example, Task, TaskBudget, TaskStream, task_lr, task_steps
 from retain.eval.evaluate import (
     EncodedEvalSet,
     decoding_settings,
@@ -233,13 +232,13 @@ class ContinualTrainer:
         norm = ev.loglik_norm
         return example_scores(model, self.tokenizer, data, ev.batch_size, loglik_norm=norm)
 
-    def steps_for(self, pool_size: int) -> int:
+    def steps_for(self, pool_size: int, budget: TaskBudget | None = None) -> int:
+        """Optimizer steps of a task: its own budget from the stream file, else train.*."""
         tc = self.config.train
-        if tc.steps_per_task is not None:
-            return tc.steps_per_task
-        assert tc.epochs_per_task is not None
         per_step = tc.batch_size * tc.grad_accum * self.accelerator.num_processes
-        return max(1, math.ceil(tc.epochs_per_task * pool_size / per_step))
+        return task_steps(
+            budget or TaskBudget(), tc.steps_per_task, tc.epochs_per_task, pool_size, per_step
+        )
 
     # ----------------------------------------------------------------- evaluation
     def evaluate_row(self, stage: int) -> None:
@@ -281,10 +280,10 @@ class ContinualTrainer:
         self._lock.release()
 
     # ----------------------------------------------------------------- training
-    def _new_optimizer(self, steps: int) -> None:
+    def _new_optimizer(self, steps: int, lr: float) -> None:
         tc = self.config.train
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
         # The schedule counts global optimizer steps. It is not handed to accelerate, whose
         # wrapper would step it once per process (warm-up over after 1/N of it, LR 0 halfway).
         self.scheduler = get_cosine_schedule_with_warmup(
@@ -319,11 +318,11 @@ class ContinualTrainer:
             pool = plugin.task_data(ctx, t, pool)
         if not pool:
             raise ValueError(f"task {task.name!r} has no training samples")
-        steps = self.steps_for(len(pool))
+        steps = self.steps_for(len(pool), task.budget)
         ctx.task_index, ctx.steps_in_task, ctx.task_step = t, steps, 0
         for plugin in self._with("on_task_start"):
             plugin.on_task_start(ctx, task)
-        self._new_optimizer(steps)
+        self._new_optimizer(steps, task_lr(task.budget, tc.lr))
         if resume_state is not None:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.scheduler.load_state_dict(resume_state["scheduler"])
@@ -490,7 +489,8 @@ class ContinualTrainer:
                    "decoding": self.matrix.decoding.get(name)}
             for name in self.matrix.tasks
         }
-        metrics["warnings"] = run_warnings(self.config, self.ctx.counters)
+        data_warnings = list(getattr(self.stream, "warnings", []))  # e.g. valid overlaps test
+        metrics["warnings"] = data_warnings + run_warnings(self.config, self.ctx.counters)
         for text in metrics["warnings"]:
             self.log.write({"type": "warning", "message": text})
             if self.is_main:

@@ -10,7 +10,7 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
 from retain.results.examples import ExampleResults
 from retain.results.summary import summary_lines
-from retain.train.loop import uncertainty_summary
+from retain.train.outcome import uncertainty_summary
 
 TASKS = ["a", "b"]
 

@@ -9,24 +9,19 @@ each hook only on the plugins that implement it.
 from __future__ import annotations
 
 import random
-import resource
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import get_cosine_schedule_with_warmup
 
 from retain.config import RunConfig
 from retain.data.encoding import (
-    IGNORE_INDEX,
-    Batch,
     SampleStore,
     collate,
     encode_train_example,
@@ -41,27 +36,29 @@ from retain.eval.evaluate import (
     score_type,
 )
 from retain.eval.row import RowEvaluator
-from retain.methods.base import Context, Plugin, StepOutputs, overrides
+from retain.methods.base import Context, Plugin, overrides
 from retain.methods.registry import build_plugins
 from retain.progress import progress
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
 from retain.results.trackers import Trackers
 from retain.train.batches import StepPlanner, TaskOrder
+from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb
 from retain.train.distributed import (
     global_view,
     plugin_state_digests,
     reduce_losses,
     shards,
 )
+from retain.train.outcome import final_metrics
 from retain.train.resume import (
     load_resume_state,
     open_run_dir,
     restore_plugins,
     restore_rng,
-    run_fingerprint,
     save_state,
     write_fingerprint,
 )
+from retain.train.step import accumulate_gradients
 
 
 @dataclass
@@ -69,46 +66,6 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     resumed: bool
-
-
-def _mixed_precision(config: RunConfig) -> str:
-    if config.train.mixed_precision != "auto":
-        return config.train.mixed_precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def _cpu_only() -> bool:
-    """No accelerator device: tell accelerate so, or several CPU processes started by torchrun
-    would each run alone instead of as one gloo process group."""
-    mps = getattr(torch.backends, "mps", None)
-    xpu = getattr(torch, "xpu", None)
-    return not (
-        torch.cuda.is_available()
-        or (mps is not None and mps.is_available())
-        or (xpu is not None and xpu.is_available())
-    )
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed next-token NLL and the number of answer tokens per row."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(shift_labels.shape)
-    counts = (shift_labels != IGNORE_INDEX).sum(-1)
-    return nll.sum(-1), counts
 
 
 class ContinualTrainer:
@@ -137,8 +94,8 @@ class ContinualTrainer:
         # accelerate is not told about it: its backward would divide the loss a second time.
         report_to = None if config.train.report_to == "none" else config.train.report_to
         self.accelerator = Accelerator(
-            mixed_precision=_mixed_precision(config),
-            cpu=_cpu_only(),
+            mixed_precision=mixed_precision(config),
+            cpu=cpu_only(),
             log_with=report_to,
             project_dir=str(self.run_dir / "trackers"),
         )
@@ -291,24 +248,6 @@ class ContinualTrainer:
         )
         self.optimizer = self.accelerator.prepare(optimizer)
 
-    def forward(self, batch: Batch) -> tuple[StepOutputs, torch.Tensor]:
-        """The step outputs plugins see, and the summed answer-token NLL of the batch."""
-        out = self.model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            output_hidden_states=self.needs_hidden,
-        )
-        nll_sum, counts = token_losses(out.logits, batch.labels)
-        total = counts.sum().clamp(min=1)
-        outputs = StepOutputs(
-            logits=out.logits,
-            per_sample_loss=nll_sum / counts.clamp(min=1),
-            answer_tokens=counts,
-            task_loss=nll_sum.sum() / total,
-            hidden_states=out.hidden_states if self.needs_hidden else None,
-        )
-        return outputs, nll_sum.sum()
-
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
         task = self.stream.tasks[t]
         tc = self.config.train
@@ -342,33 +281,11 @@ class ContinualTrainer:
         )
         for step in range(start_step, steps):
             step_start = time.perf_counter()
-            step_losses: dict[str, Any] = {}  # detached tensors, read once per logged step
             plan = planner.plan(step)
             batches = [collate(self.store, p, pad_id) for p in plan.local(rank, world)]
             tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
-            # The step's task loss is the mean NLL over every answer token of the step (all
-            # micro-batches, all processes), so how rows are split cannot change the update.
-            # DDP averages gradients over processes, hence the factor `world`.
-            scale = world / max(plan.loss_tokens, 1)
-            micro: list[tuple[Batch, StepOutputs]] = []
-            for m, batch in enumerate(batches):
-                batch = batch.to(self.device)
-                sync = m == len(batches) - 1
-                with self.accelerator.no_sync(self.model) if not sync else nullcontext():
-                    with self.accelerator.autocast():
-                        outputs, nll_total = self.forward(batch)
-                        task_part = nll_total * scale
-                        loss = task_part
-                        named = {"task": task_part.detach() / world}
-                        for plugin in lossers:
-                            for name, value in plugin.extra_loss(ctx, batch, outputs).items():
-                                loss = loss + value / len(batches)  # per-micro-batch means
-                                named[name] = value.detach() / len(batches)
-                    self.accelerator.backward(loss)
-                for name, value in named.items():
-                    step_losses[name] = step_losses.get(name, 0.0) + value
-                micro.append((batch, outputs.detached()))
-                del outputs, loss, task_part
+            scale = world / max(plan.loss_tokens, 1)  # see train/step.py
+            step_losses, micro = accumulate_gradients(self, batches, scale, lossers)
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()
@@ -422,7 +339,7 @@ class ContinualTrainer:
                 "name": task.name,
                 "steps": steps,
                 "seconds": time.perf_counter() - task_start,
-                "peak_memory_mb": _peak_memory_mb(self.device),
+                "peak_memory_mb": peak_memory_mb(self.device),
                 "counters": dict(ctx.counters),
             }
         )
@@ -471,26 +388,11 @@ class ContinualTrainer:
         return RunResult(self.run_dir, self.finish(), resumed)
 
     def finish(self) -> dict[str, Any]:
-        from retain.eval.metrics import cost_summary
-        from retain.results.files import read_log, write_json
-        from retain.results.references import metrics_with_references
+        """metrics.json (what it holds: train/outcome.py) and the report."""
+        from retain.results.files import write_json
         from retain.results.report import write_report
 
-        metrics = metrics_with_references(self.matrix, self.run_dir, run_fingerprint(self))
-        metrics["cost"] = cost_summary(read_log(self.run_dir / "log.jsonl"))
-        metrics.update(uncertainty_summary(self.examples, self.matrix, self.config.seed))
-        metrics["truncation"] = {
-            name: {"train_prompts": self.truncated_train.get(name, 0), "eval_prompts": n}
-            for name, n in self.evaluator.truncated_prompts.items()
-        }
-        metrics["ties"] = self.ties
-        metrics["scoring"] = {
-            name: {"score_type": self.matrix.score_types.get(name),
-                   "decoding": self.matrix.decoding.get(name)}
-            for name in self.matrix.tasks
-        }
-        data_warnings = list(getattr(self.stream, "warnings", []))  # e.g. valid overlaps test
-        metrics["warnings"] = data_warnings + run_warnings(self.config, self.ctx.counters)
+        metrics = final_metrics(self)
         for text in metrics["warnings"]:
             self.log.write({"type": "warning", "message": text})
             if self.is_main:
@@ -501,36 +403,6 @@ class ContinualTrainer:
             write_json(self.run_dir / "metrics.json", metrics)
             write_report(self.run_dir)
         return metrics
-
-
-def uncertainty_summary(examples: ExampleResults, matrix: Any, seed: int) -> dict[str, Any]:
-    """95 % bootstrap CIs of the headline metrics over test examples, n per task and the plain
-    warning when the test sets are too small to tell a few points from noise."""
-    from retain.eval.uncertainty import bootstrap_metrics, noise_note
-
-    ci = bootstrap_metrics(examples, matrix.tasks, matrix.general, n_resamples=1000, seed=seed)
-    n_per_task = examples.n_per_task(matrix.tasks)
-    return {
-        "ci": {k: v for k, v in ci.items() if k != "ap_per_stage"},
-        "ap_per_stage_ci": ci.get("ap_per_stage") or [],
-        "n_per_task": n_per_task,
-        "noise_note": noise_note(n_per_task),
-    }
-
-
-def run_warnings(config: RunConfig, counters: dict[str, float]) -> list[str]:
-    """Results that look like something they are not, said plainly (log, CLI, report)."""
-    from retain.config import REPLAY_METHODS
-
-    warnings = []
-    replay = [m for m in config.methods if m in REPLAY_METHODS]
-    if replay and not counters.get("replayed_rows", 0):
-        warnings.append(
-            f"{replay[0]} replayed nothing in this run (no replay event fired or the budget was "
-            "too small): its scores are those of plain sequential fine-tuning; raise "
-            "replay.lam / replay.event_units, or lower replay.interval_units"
-        )
-    return warnings
 
 
 def run(config: RunConfig, **kwargs: Any) -> RunResult:

@@ -1,0 +1,52 @@
+"""Where the run computes and what the loss is: precision and device choice, peak memory, and
+the per-row next-token loss every step and plugin shares."""
+
+from __future__ import annotations
+
+import resource
+
+import torch
+import torch.nn.functional as F
+
+from retain.config import RunConfig
+from retain.data.encoding import IGNORE_INDEX
+
+
+def mixed_precision(config: RunConfig) -> str:
+    if config.train.mixed_precision != "auto":
+        return config.train.mixed_precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def cpu_only() -> bool:
+    """No accelerator device: tell accelerate so, or several CPU processes started by torchrun
+    would each run alone instead of as one gloo process group."""
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row summed next-token NLL and the number of answer tokens per row."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
+    counts = (shift_labels != IGNORE_INDEX).sum(-1)
+    return nll.sum(-1), counts

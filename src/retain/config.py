@@ -396,19 +396,20 @@ RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
 """Dotted config keys that cannot change a run's numbers: a resume may change them."""
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+def flat_keys(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as `{dotted.key: leaf}`."""
     if not isinstance(data, dict):
         return {prefix: data}
     out: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        out.update(_flat(value, path) if isinstance(value, dict) else {path: value})
+        out.update(flat_keys(value, path) if isinstance(value, dict) else {path: value})
     return out
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old → new` for every dotted key whose value differs, result-neutral keys skipped."""
-    a, b = _flat(old), _flat(new)
+    a, b = flat_keys(old), flat_keys(new)
     missing = object()
     diffs = []
     for key in sorted(set(a) | set(b)):

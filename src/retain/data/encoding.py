@@ -223,11 +223,16 @@ class SampleStore:
     input_ids: list[list[int]] = field(default_factory=list)
     labels: list[list[int]] = field(default_factory=list)
     task_of: list[int] = field(default_factory=list)
+    loss_tokens: list[int] = field(default_factory=list)
+    """Tokens of each sample that carry the loss: labels after the first position (the first
+    token is never predicted), as the loop's `token_losses` counts them; counted once here so
+    that planning a step costs no pass over the labels."""
 
     def add(self, input_ids: list[int], labels: list[int], task: int) -> int:
         self.input_ids.append(input_ids)
         self.labels.append(labels)
         self.task_of.append(task)
+        self.loss_tokens.append(sum(1 for t in labels[1:] if t != IGNORE_INDEX))
         return len(self.input_ids) - 1
 
     def __len__(self) -> int:

@@ -54,15 +54,11 @@ class Trackers:
         self.accelerator.end_training()
 
 
-def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """Trackers take flat hyper-parameters of plain types: nested keys dotted, lists as text."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flat_config(value, name))
-        elif value is None or isinstance(value, list | tuple):
-            out[name] = str(value)
-        else:
-            out[name] = value
-    return out
+    from retain.config import flat_keys
+
+    return {
+        k: str(v) if v is None or isinstance(v, list | tuple) else v
+        for k, v in flat_keys(config).items()
+    }

@@ -19,22 +19,11 @@ import yaml
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary
-from retain.eval.uncertainty import bootstrap_metrics, noise_note
+from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics, noise_note
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
 from retain.results.files import read_log
 
-HEADLINE: tuple[str, ...] = (
-    "ap",
-    "aia",
-    "la",
-    "bwt",
-    "forgetting_max",
-    "fwt",
-    "normalized_avg",
-    "general_delta",
-    "f1_general_ap",
-    "gap_closed",
-)
+HEADLINE: tuple[str, ...] = (*BOOTSTRAP_METRICS, "gap_closed")
 """Scalar metrics of the report tables, in display order (`ap_per_stage` is a figure)."""
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"forgetting_max"})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retain.data.encoding import IGNORE_INDEX, BatchPlan, SampleStore
+from retain.data.encoding import BatchPlan, SampleStore
 from retain.methods.base import Context, Plugin
 
 
@@ -91,14 +91,9 @@ class StepPlanner:
         rows = [i for p in plans for i in p.sample_ids]
         return StepPlan(
             plans=plans,
-            loss_tokens=sum(loss_token_count(self.store, i) for i in rows),
+            loss_tokens=sum(self.store.loss_tokens[i] for i in rows),
             tokens=sum(len(self.store.input_ids[i]) for i in rows),
             samples=len(rows),
             replayed=sum(sum(p.is_replay) for p in plans),
         )
 
-
-def loss_token_count(store: SampleStore, sample_id: int) -> int:
-    """Tokens of a sample that carry the loss: labels after the first position (the first
-    token is never predicted), exactly as the loop's `token_losses` counts them."""
-    return sum(1 for t in store.labels[sample_id][1:] if t != IGNORE_INDEX)

@@ -195,8 +195,6 @@ def rank_rng_states(trainer: ContinualTrainer) -> list[dict[str, Any]]:
 def restore_rng(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
     """This rank's generator states (rank 0's when the run had fewer processes before)."""
     states = state["rng"]
-    if isinstance(states, dict):  # one process's states, as checkpoints held them before
-        states = [states]
     rank = trainer.accelerator.process_index
     set_rng_state(states[rank] if rank < len(states) else states[0])
 

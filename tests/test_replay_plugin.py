@@ -14,7 +14,7 @@ from retain.config import RunConfig
 from retain.data.encoding import Batch, BatchPlan, SampleStore
 from retain.data.task import Example, Task, TaskStream
 from retain.methods.base import Context, StepOutputs
-from retain.methods.replay import ReplayPlugin, build_replay_plugin
+from retain.methods.replay.plugin import ReplayPlugin, build_replay_plugin
 from retain.methods.replay.schedule import (
     AccuracyTrigger,
     ExpandingSchedule,

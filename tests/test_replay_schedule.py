@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from retain.config import ReplayConfig
+from retain.methods.replay.config import ReplayConfig
 from retain.methods.replay.schedule import (
     AccuracyTrigger,
     ExpandingSchedule,

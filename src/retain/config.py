@@ -14,12 +14,31 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from retain.config_base import Section
+from retain.methods.gere.config import GeneralReplayConfig
+from retain.methods.names import METHOD_NAMES, REPLAY_METHODS, combination_errors
+from retain.methods.olora.config import OLoRAConfig
+from retain.methods.procl.config import ProCLConfig
+from retain.methods.replay.config import MSSRConfig, ReplayConfig
+
+__all__ = [
+    "METHOD_NAMES",
+    "REPLAY_METHODS",
+    "ConfigError",
+    "GeneralReplayConfig",
+    "MSSRConfig",
+    "OLoRAConfig",
+    "ProCLConfig",
+    "ReplayConfig",
+    "RunConfig",
+    "Section",
+]
 
 DEFAULT_DATA_DIR = "../shared/data"
 """Where the benchmark data are looked for when neither `data.data_dir` nor `RETAIN_DATA_DIR`
@@ -34,13 +53,6 @@ def default_data_dir() -> str:
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and what is allowed."""
-
-
-class Section(BaseModel):
-    """Strict types: YAML's `true` is no batch size and `1` no model name (ints still pass for
-    floats); exponent floats such as `1e-4` are read as floats by `load_yaml`."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class LoraConfig(Section):
@@ -155,64 +167,6 @@ class EvalConfig(Section):
     )
 
 
-class ReplayConfig(Section):
-    """Replay buffer and event settings; spec defaults (replay-mssr.md)."""
-
-    buffer_size: int = Field(1024, gt=0)
-    lam: float = Field(0.3, gt=0, le=1, description="replay fraction λ of a replay step")
-    unit_steps: int | None = Field(None, gt=0, description="steps per unit; None: 5% of the task")
-    unit_fraction: float = Field(0.05, gt=0, le=1)
-    interval_units: float = Field(
-        3.0, ge=0, description="fixed: units between events; 0: every step"
-    )
-    event_units: float = Field(1.0, gt=0)
-    loss_ema_decay: float = Field(0.9, gt=0, lt=1)
-    loss_delta: float = Field(0.2, ge=0)
-    probe_every_units: float = Field(1.0, gt=0)
-    probe_size: int = Field(32, gt=0)
-    probe_drop: float = Field(2.0, ge=0)
-
-
-class MSSRConfig(Section):
-    """MSSR memory model, sampler and schedule; spec defaults (replay-mssr.md)."""
-
-    loss_ema: float = Field(0.95, gt=0, lt=1)
-    quantile_low: float = Field(0.05, ge=0, lt=1)
-    quantile_high: float = Field(0.95, gt=0, le=1)
-    k: float = 10.0
-    c: float = 0.5
-    alpha: float = Field(0.01, ge=0)
-    gamma_d: float = Field(0.2, ge=0)
-    s_min: float = Field(1.0, gt=0)
-    s_max: float = Field(10.0, gt=0)
-    eta_s: float = Field(0.05, ge=0)
-    beta_s: float = Field(0.5, ge=0)
-    rho: float = Field(0.01, ge=0)
-    gamma_s: float = Field(1.0, ge=0)
-    zeta: float = Field(1.0, ge=0)
-    refresh_units: float = Field(10.0, gt=0)
-    eta_p: float = Field(0.5, ge=0)
-    rho_p: float = Field(0.05, ge=0)
-    first_interval_units: float = Field(1.0, gt=0)
-    lam0: float = Field(0.3, gt=0, le=1)
-    lam_min: float = Field(0.05, ge=0, le=1)
-    beta_r: float = Field(1e-5, ge=0)
-
-
-METHOD_NAMES = (
-    "sequential",
-    "multitask",
-    "none",
-    "fixed",
-    "loss_triggered",
-    "accuracy_triggered",
-    "mssr_spl",
-    "mssr_sch",
-    "mssr",
-)
-REPLAY_METHODS = frozenset(METHOD_NAMES[3:])
-
-
 class RunConfig(Section):
     name: str = "run"
     output_dir: str = "runs"
@@ -224,21 +178,15 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     mssr: MSSRConfig = Field(default_factory=MSSRConfig)
+    general: GeneralReplayConfig = Field(default_factory=GeneralReplayConfig)
+    procl: ProCLConfig = Field(default_factory=ProCLConfig)
+    olora: OLoRAConfig = Field(default_factory=OLoRAConfig)
 
     @model_validator(mode="after")
     def _compatible_methods(self) -> RunConfig:
-        unknown = [m for m in self.methods if m not in METHOD_NAMES]
-        if unknown:
-            raise ValueError(f"methods: unknown {unknown}; allowed: {', '.join(METHOD_NAMES)}")
-        if not self.methods:
-            raise ValueError("methods: give at least one (e.g. [sequential])")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods: {self.methods} names a method twice")
-        replay = [m for m in self.methods if m in REPLAY_METHODS]
-        if len(replay) > 1:
-            raise ValueError(f"methods: {replay} are alternative replay methods; choose one")
-        if "multitask" in self.methods and len(self.methods) > 1:
-            raise ValueError("methods: multitask is a reference run and combines with nothing")
+        errors = combination_errors(self.methods, self.model.finetune)
+        if errors:
+            raise ValueError("methods: " + "; ".join(errors))
         if self.mssr.quantile_low >= self.mssr.quantile_high:
             raise ValueError("mssr.quantile_low must be below mssr.quantile_high")
         if self.mssr.s_min > self.mssr.s_max:

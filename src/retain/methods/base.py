@@ -92,6 +92,9 @@ class Plugin:
         self.config = config
 
     def wrap_model(self, ctx: Context, model: torch.nn.Module) -> torch.nn.Module:
+        """Model surgery, once, before accelerate wraps the model: an adapter method creates
+        every parameter it will ever train here (later tasks only change which train), so
+        distributed wrappers and checkpoints see one fixed set of parameters."""
         return model
 
     def on_stream_start(self, ctx: Context) -> None:
@@ -102,7 +105,8 @@ class Plugin:
         return sample_ids
 
     def on_task_start(self, ctx: Context, task: Task) -> None:
-        pass
+        """Before the task's optimizer is built (so parameters frozen or thawed here count).
+        On a resume in mid-task it runs after `load_state_dict`: keep the restored state."""
 
     def compose_batch(self, ctx: Context, plan: BatchPlan) -> BatchPlan:
         """Edit the rows of the next batch; the batch size must stay the same."""
@@ -125,7 +129,8 @@ class Plugin:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Called on resume before the model's trainable parameters are restored by name, so a
+        plugin sets `requires_grad` (and restores frozen tensors) as they were when saved."""
 
 
 def overrides(plugin: Plugin, hook: str) -> bool:

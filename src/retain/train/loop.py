@@ -53,7 +53,6 @@ from retain.train.outcome import final_metrics
 from retain.train.resume import (
     load_resume_state,
     open_run_dir,
-    restore_plugins,
     restore_rng,
     save_state,
     write_fingerprint,
@@ -229,9 +228,6 @@ class ContinualTrainer:
     def save(self, task: int, step: int, phase: str) -> None:
         save_state(self, task, step, phase)
 
-    def _restore_plugins(self, state: dict[str, Any]) -> None:
-        restore_plugins(self, state)
-
     def close(self) -> None:
         """Release the run directory's lock (also released when the process ends)."""
         self._lock.release()
@@ -265,8 +261,7 @@ class ContinualTrainer:
         if resume_state is not None:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.scheduler.load_state_dict(resume_state["scheduler"])
-            self._restore_plugins(resume_state)
-            restore_rng(self, resume_state)
+            restore_rng(self, resume_state)  # plugins were restored before on_task_start
             ctx.task_step = start_step
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         # the same global order on every rank (see train/batches.py)

@@ -172,6 +172,9 @@ def restore_state(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
     from retain.eval.matrix import ScoreMatrix
     from retain.models.adapters import load_trainable_state_dict
 
+    # plugins first: an adapter method sets which of its parameters train (and restores the
+    # frozen ones) before the trainable parameters are matched by name
+    restore_plugins(trainer, state)
     model = trainer.accelerator.unwrap_model(trainer.model)
     load_trainable_state_dict(model, state["trainable"])
     trainer.matrix = ScoreMatrix.from_json(state["matrix"])
@@ -200,6 +203,8 @@ def restore_rng(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
 
 
 def restore_plugins(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
+    """Every plugin's state, before the task it was saved in restarts: a plugin's
+    `on_task_start` sees it and keeps it when it resumes that very task (mid-task)."""
     for i, p in enumerate(trainer.plugins):
         p.load_state_dict(state["plugins"].get(f"{i}:{p.name}", {}))
 
@@ -248,8 +253,7 @@ def load_resume_state(trainer: ContinualTrainer) -> dict[str, Any] | None:
             f"({pos['phase']})"
         )
     restore_state(trainer, state)
-    if pos["phase"] == "done":  # mid-task: train_task restores these after on_task_start
-        restore_plugins(trainer, state)
+    if pos["phase"] == "done":  # mid-task: train_task restores it after on_task_start
         restore_rng(trainer, state)
     if trainer.is_main:
         trainer.matrix.to_csv(trainer.run_dir / "scores.csv")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from retain.config import MSSRConfig
+from retain.methods.replay.config import MSSRConfig
 
 NEUTRAL_LOSS = 0.5
 """ℓ̂ given to a sample whose loss was never observed, and to all when Q95 == Q05.

@@ -11,7 +11,7 @@ import bisect
 import math
 from typing import Any
 
-from retain.config import ReplayConfig
+from retain.methods.replay.config import ReplayConfig
 
 Window = tuple[int, int]
 

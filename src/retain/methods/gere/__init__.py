@@ -1,0 +1,1 @@
+"""GeRe: general-sample replay with the threshold-based margin loss (gere.md)."""

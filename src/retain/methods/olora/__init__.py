@@ -1,0 +1,1 @@
+"""O-LoRA: a new orthogonal LoRA per task (procl.md, LoRA baselines)."""

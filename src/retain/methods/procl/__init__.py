@@ -1,0 +1,1 @@
+"""ProCL: continual LoRA with program memory, and the sequential-LoRA baseline (procl.md)."""

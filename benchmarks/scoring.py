@@ -26,8 +26,7 @@ from retain.models.loading import load_backbone
 def _task(name: str, n: int, data_dir: str):
     """A 4-option task from the reasoning-5 stream (openbookqa or arc-challenge)."""
     stream = load_stream(
-        DataConfig(stream="reasoning-5", data_dir=data_dir, max_test_per_task=n, valid_per_task=0),
-        seed=0,
+        DataConfig(stream="reasoning-5", data_dir=data_dir, max_test_per_task=n, valid_per_task=0)
     )
     return next(t for t in stream.tasks if t.name == name)
 

@@ -56,7 +56,7 @@ def test_relative_paths_resolve_against_the_stream_files_folder(
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
     config = DataConfig(stream=str(path), data_dir="/nonexistent", valid_per_task=2)
-    stream = load_stream(config, seed=0)
+    stream = load_stream(config)
     assert stream.name == "mine"
     (qa,) = stream.tasks
     assert (len(qa.train), len(qa.valid), len(qa.test)) == (10, 2, 4)
@@ -96,7 +96,7 @@ def test_missing_files_say_where_they_were_looked_for(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"stream file 'nope.yaml' not found \(looked at "
                        rf"{tmp_path}/nope.yaml; a relative path is taken from the working"):
-        load_stream(DataConfig(stream="nope.yaml"), seed=0)
+        load_stream(DataConfig(stream="nope.yaml"))
 
 
 # --- field mapping ------------------------------------------------------------------------
@@ -178,11 +178,11 @@ def test_validation_file_is_used_and_capped(tmp_path: Path) -> None:
     path = stream_dir(tmp_path, QA.replace("    metric:", "    valid: data/dev.json\n    metric:"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        stream = load_stream(DataConfig(stream=str(path), valid_per_task=3), seed=0)
+        stream = load_stream(DataConfig(stream=str(path), valid_per_task=3))
     (qa,) = stream.tasks
     assert len(qa.train) == 12 and len(qa.valid) == 3 and stream.warnings == []
     assert all(ex.prompt.startswith("What is 2") for ex in qa.valid)
-    none = load_stream(DataConfig(stream=str(path), valid_per_task=0), seed=0)
+    none = load_stream(DataConfig(stream=str(path), valid_per_task=0))
     assert none.tasks[0].valid == [] and len(none.tasks[0].train) == 12
 
 
@@ -193,7 +193,7 @@ def test_validation_identical_to_test_is_warned(tmp_path: Path) -> None:
     (folder / "eval.json").write_bytes((folder / "test.json").read_bytes())
     with pytest.warns(DataWarning, match=r"task 'qa': validation file .*eval\.json is "
                       r"byte-identical to test file .*test\.json: choosing checkpoints"):
-        stream = load_stream(DataConfig(stream=str(path)), seed=0)
+        stream = load_stream(DataConfig(stream=str(path)))
     assert len(stream.warnings) == 1 and "byte-identical" in stream.warnings[0]
 
 
@@ -223,7 +223,7 @@ tasks:
 def test_per_task_budgets_are_parsed_and_caps_applied(tmp_path: Path) -> None:
     path = stream_dir(tmp_path, BUDGETS)
     config = DataConfig(stream=str(path), valid_per_task=2, max_train_per_task=8)
-    a, b, c = load_stream(config, seed=0).tasks
+    a, b, c = load_stream(config).tasks
     assert a.budget == TaskBudget(steps=7, lr=1e-3, max_train=5, max_test=3)
     assert b.budget == TaskBudget(epochs=2.0)
     assert c.budget == TaskBudget()
@@ -289,9 +289,9 @@ def test_choice_letter_needs_letter_answers(tmp_path: Path) -> None:
 
 def test_generation_budget_and_stops_per_task(tmp_path: Path) -> None:
     path = stream_dir(tmp_path, QA + '    max_new_tokens: 5\n    stop: ["\\n", "###"]\n')
-    (qa,) = load_stream(DataConfig(stream=str(path)), seed=0).tasks
+    (qa,) = load_stream(DataConfig(stream=str(path))).tasks
     assert qa.max_new_tokens == 5 and qa.stop == ("\n", "###")
-    (capped,) = load_stream(DataConfig(stream=str(path), max_new_tokens=3), seed=0).tasks
+    (capped,) = load_stream(DataConfig(stream=str(path), max_new_tokens=3)).tasks
     assert capped.decoding == {"scoring": "greedy", "max_new_tokens": 3, "metric": "token_f1",
                                "stop": ["\n", "###"]}
 

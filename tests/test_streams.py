@@ -60,7 +60,7 @@ def test_registry_names() -> None:
 @needs_data
 @pytest.mark.parametrize("name", [n for n in ORDERS if n.startswith("olora")])
 def test_olora_streams(name: str) -> None:
-    stream = load_stream(config(name, valid_per_task=10), seed=0)
+    stream = load_stream(config(name, valid_per_task=10))
     assert stream.name == name
     assert stream.task_names == ORDERS[name].split()
     for task in stream.tasks:
@@ -73,7 +73,7 @@ def test_olora_streams(name: str) -> None:
 
 @needs_data
 def test_reasoning_stream() -> None:
-    stream = load_stream(config("reasoning-5", valid_per_task=0), seed=0)
+    stream = load_stream(config("reasoning-5", valid_per_task=0))
     assert stream.task_names == ORDERS["reasoning-5"].split()
     for task in stream.tasks:
         assert (len(task.train), len(task.test)) == REASONING_SIZES[task.name]
@@ -90,9 +90,9 @@ def test_reasoning_stream() -> None:
 @needs_data
 def test_caps_are_deterministic_and_seeded() -> None:
     caps = {"max_train_per_task": 20, "max_test_per_task": 7, "valid_per_task": 5}
-    a = load_stream(config("olora-standard-1", **caps), seed=0)
-    b = load_stream(config("olora-standard-1", **caps), seed=123)  # run seed does not matter
-    c = load_stream(config("olora-standard-1", subsample_seed=1, **caps), seed=0)
+    a = load_stream(config("olora-standard-1", **caps))
+    b = load_stream(config("olora-standard-1", **caps))  # the same config, the same data
+    c = load_stream(config("olora-standard-1", subsample_seed=1, **caps))
     for ta, tb, tc in zip(a.tasks, b.tasks, c.tasks, strict=True):
         assert (len(ta.train), len(ta.valid), len(ta.test)) == (20, 5, 7)
         assert (ta.train, ta.valid, ta.test) == (tb.train, tb.valid, tb.test)
@@ -103,8 +103,8 @@ def test_caps_are_deterministic_and_seeded() -> None:
 
 @needs_data
 def test_valid_does_not_depend_on_train_cap() -> None:
-    small = load_stream(config("olora-standard-1", max_train_per_task=10), seed=0)
-    full = load_stream(config("olora-standard-1"), seed=0)
+    small = load_stream(config("olora-standard-1", max_train_per_task=10))
+    full = load_stream(config("olora-standard-1"))
     for s, f in zip(small.tasks, full.tasks, strict=True):
         assert s.valid == f.valid and len(s.valid) == 32
         assert set(s.train) <= set(f.train)
@@ -130,13 +130,13 @@ def test_seeded_subset() -> None:
 
 def test_unknown_stream_lists_known_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown stream 'nope'.*olora-standard-1.*reasoning-5"):
-        load_stream(DataConfig(stream="nope"), seed=0)
+        load_stream(DataConfig(stream="nope"))
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError) as info:
-        load_stream(DataConfig(stream="olora-standard-1", data_dir=str(missing)), seed=0)
+        load_stream(DataConfig(stream="olora-standard-1", data_dir=str(missing)))
     assert str(info.value) == (
         f"data directory '{missing}' not found (looked at {missing}); pass --data-dir, "
         "data.data_dir=... or set RETAIN_DATA_DIR"
@@ -149,7 +149,7 @@ def test_missing_relative_data_dir_says_where_it_looked(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RETAIN_DATA_DIR", raising=False)
     with pytest.raises(ConfigError) as info:
-        load_stream(DataConfig(stream="olora-standard-1"), seed=0)
+        load_stream(DataConfig(stream="olora-standard-1"))
     assert str(info.value) == (
         f"data directory '../shared/data' not found (looked at {tmp_path}/../shared/data, "
         f"relative to the working directory {tmp_path}); pass --data-dir, data.data_dir=... "
@@ -162,18 +162,18 @@ def test_retain_data_dir_sets_the_default(tmp_path: Path, monkeypatch: pytest.Mo
     assert DataConfig().data_dir == str(tmp_path / "elsewhere")
     assert DataConfig(data_dir="mine").data_dir == "mine"  # an explicit value still wins
     with pytest.raises(ConfigError, match=r"elsewhere' \(from RETAIN_DATA_DIR\) not found"):
-        load_stream(DataConfig(stream="olora-standard-1"), seed=0)
+        load_stream(DataConfig(stream="olora-standard-1"))
     monkeypatch.delenv("RETAIN_DATA_DIR")
     assert DataConfig().data_dir == "../shared/data"
 
 
 def test_builtin_stream_sizes() -> None:
     cfg = DataConfig(stream="builtin", max_train_per_task=12, max_test_per_task=5, valid_per_task=4)
-    a = load_stream(cfg, seed=3)
+    a = load_stream(cfg)
     assert len(a) >= 5
     for task in a.tasks:
         assert (len(task.train), len(task.valid), len(task.test)) == (12, 4, 5)
-    b = load_stream(cfg, seed=3)
+    b = load_stream(cfg)
     assert [t.train for t in a.tasks] == [t.train for t in b.tasks]
 
 
@@ -245,7 +245,7 @@ def test_yaml_stream_file_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (tmp_path / "my_stream.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.chdir(tmp_path)
     cfg = DataConfig(stream="my_stream.yaml", data_dir=".", max_train_per_task=3, valid_per_task=2)
-    stream = load_stream(cfg, seed=0)
+    stream = load_stream(cfg)
     assert stream.name == "my_stream"
     parity = stream.tasks[0]
     assert (len(parity.train), len(parity.valid)) == (3, 2)
@@ -359,7 +359,7 @@ def test_stop_strings_per_task_with_math_defaults(tmp_path: Path) -> None:
 
 @needs_data
 def test_reasoning_gsm8k_stops_at_a_new_question() -> None:
-    stream = load_stream(config("reasoning-5", valid_per_task=0, max_test_per_task=2), seed=0)
+    stream = load_stream(config("reasoning-5", valid_per_task=0, max_test_per_task=2))
     assert stream.tasks[-1].stop == MATH_STOP
 
 
@@ -392,3 +392,14 @@ def test_describe_streams_with_sizes() -> None:
     assert ("openbookqa", "alpaca", "loglik", "accuracy", "4957", "500") in rows
     assert ("gsm8k", "gsm8k", "generate", "math_exact", "7473", "1319") in rows
     assert f"sizes: from {DATA.resolve()}" in text
+
+
+def test_builtin_data_follow_the_subsample_seed_not_the_run_seed() -> None:
+    """Seeds of a bench must share test examples (paired comparisons across seeds)."""
+    a = load_stream(DataConfig(stream="builtin", max_train_per_task=8, max_test_per_task=4))
+    b = load_stream(DataConfig(stream="builtin", max_train_per_task=8, max_test_per_task=4))
+    c = load_stream(
+        DataConfig(stream="builtin", max_train_per_task=8, max_test_per_task=4, subsample_seed=1)
+    )
+    assert [t.test for t in a.tasks] == [t.test for t in b.tasks]
+    assert [t.test for t in a.tasks] != [t.test for t in c.tasks]

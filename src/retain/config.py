@@ -22,7 +22,13 @@ from pydantic import (
 
 from retain.config_base import Section
 from retain.methods.gere.config import GeneralReplayConfig
-from retain.methods.names import METHOD_NAMES, REPLAY_METHODS, combination_errors
+from retain.methods.names import (
+    METHOD_NAMES,
+    REPLAY_METHODS,
+    combination_errors,
+    method_sections,
+    sections_used,
+)
 from retain.methods.olora.config import OLoRAConfig
 from retain.methods.procl.config import ProCLConfig
 from retain.methods.replay.config import MSSRConfig, ReplayConfig
@@ -355,9 +361,18 @@ def flat_keys(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def relevant_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without the sections of methods it does not run (`mssr.*` cannot
+    change a sequential run), so a bench re-runs only the runs a change affects."""
+    methods = data.get("methods") or []
+    unused = method_sections() - sections_used(list(methods))
+    return {k: v for k, v in data.items() if k not in unused}
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`key: old → new` for every dotted key whose value differs, result-neutral keys skipped."""
-    a, b = flat_keys(old), flat_keys(new)
+    """`key: old → new` for every dotted key whose value differs, result-neutral keys and the
+    sections of methods the run does not use skipped."""
+    a, b = flat_keys(relevant_config(old)), flat_keys(relevant_config(new))
     missing = object()
     diffs = []
     for key in sorted(set(a) | set(b)):

@@ -93,21 +93,25 @@ def cap_task(task: Task, config: DataConfig) -> Task:
     return capped
 
 
-def _builtin(config: DataConfig, seed: int) -> TaskStream:
-    """The generated stream; it is made with room for `valid` so train keeps its size."""
+def _builtin(config: DataConfig) -> TaskStream:
+    """The generated stream; it is made with room for `valid` so train keeps its size.
+
+    Decision: generated from `data.subsample_seed`, not the run seed, like every other
+    stream's subsample, so that the seeds of a bench train and test on the same examples and
+    can be compared pairwise."""
     from retain.data.builtin import builtin_stream
 
     n_train = config.max_train_per_task or BUILTIN_TRAIN
     n_test = config.max_test_per_task or BUILTIN_TEST
-    stream = builtin_stream(seed, n_train + config.valid_per_task, n_test)
+    stream = builtin_stream(config.subsample_seed, n_train + config.valid_per_task, n_test)
     caps = config.model_copy(update={"max_train_per_task": n_train, "max_test_per_task": n_test})
     return TaskStream(stream.name, [cap_task(t, caps) for t in stream.tasks])
 
 
-def load_stream(config: DataConfig, seed: int) -> TaskStream:
+def load_stream(config: DataConfig) -> TaskStream:
     """The stream `config.stream` names, subsampled per config, cut to its first `num_tasks`
     tasks, generation capped at `max_new_tokens` (both for runs that must fit a budget)."""
-    stream = _load_named_stream(config, seed)
+    stream = _load_named_stream(config)
     tasks = stream.tasks[: config.num_tasks] if config.num_tasks else stream.tasks
     if config.max_new_tokens is not None:
         for task in tasks:
@@ -121,15 +125,15 @@ def _registered(name: str, data_dir: Path) -> TaskStream:
     return TaskStream(name, tasks)
 
 
-def _load_named_stream(config: DataConfig, seed: int) -> TaskStream:
+def _load_named_stream(config: DataConfig) -> TaskStream:
     """The stream `config.stream` names (registered name or YAML file), subsampled per config.
 
-    `seed` is the run seed; only the generated `builtin` stream uses it. Subsampling uses
-    `config.subsample_seed` so that runs with different seeds can share data.
+    Generation and subsampling use `config.subsample_seed`, never the run seed, so that runs
+    with different seeds share their data.
     """
     name = config.stream
     if name == BUILTIN:
-        return _builtin(config, seed)
+        return _builtin(config)
     if name in STREAMS:
         stream = _registered(name, resolve_data_dir(config.data_dir))
     elif name.endswith((".yaml", ".yml")):

@@ -60,7 +60,7 @@ def evaluate_saved_run(
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(chosen))
-    stream = load_stream(config.data, config.seed)
+    stream = load_stream(config.data)
     return {
         t.name: task_score(
             model,

@@ -45,6 +45,30 @@ FAMILIES = {
 }
 
 
+FAMILY_SECTIONS = {
+    "replay": ("replay", "mssr"),
+    "general replay": ("general",),
+    "adapter": ("procl",),
+}
+"""Config sections each family reads (O-LoRA reads `olora` instead of `procl`)."""
+
+
+def sections_used(methods: list[str]) -> set[str]:
+    """The method config sections a run with `methods` reads; the others cannot change it."""
+    used: set[str] = set()
+    for method in methods:
+        if method == "olora":
+            used.add("olora")
+        elif (family := family_of(method)) is not None:
+            used.update(FAMILY_SECTIONS[family])
+    return used
+
+
+def method_sections() -> set[str]:
+    """Every config section that belongs to a method family."""
+    return {s for sections in FAMILY_SECTIONS.values() for s in sections} | {"olora"}
+
+
 def family_of(method: str) -> str | None:
     for family, names in FAMILIES.items():
         if method in names:

@@ -102,7 +102,7 @@ class ContinualTrainer:
         self._lock = open_run_dir(config, overwrite, self.accelerator)
         set_seed(config.seed)
         self.device = self.accelerator.device
-        self.stream = stream if stream is not None else load_stream(config.data, config.seed)
+        self.stream = stream if stream is not None else load_stream(config.data)
         if model is None:
             model, tokenizer = load_backbone(config.model, self.device)
         assert tokenizer is not None, "a tokenizer must come with a given model"

@@ -9,7 +9,8 @@ import pytest
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
-from retain.eval.uncertainty import combine_seeds, paired_difference
+from retain.eval.seeds import combine_seeds
+from retain.eval.uncertainty import paired_difference
 from retain.results.examples import ExampleResults
 from retain.results.report import compare_runs, write_report
 from tests.test_report import (

@@ -5,16 +5,14 @@ import pytest
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
+from retain.eval.seeds import combine_seeds, noise_note, t_quantile
 from retain.eval.uncertainty import (
     BOOTSTRAP_METRICS,
     NOISE_MIN_EXAMPLES,
     bootstrap_metrics,
-    combine_seeds,
-    noise_note,
     paired_difference,
     point_metrics,
     resample_indices,
-    t_quantile,
 )
 from retain.results.examples import ExampleResults
 

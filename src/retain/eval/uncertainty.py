@@ -21,7 +21,7 @@ around the point value.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -45,9 +45,8 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
 columns included, in their own unit) and the list `ap_per_stage` come on top."""
 
 NOISE_MIN_EXAMPLES = 50
-"""Below this many test examples per task, one example moves a score by more than 2 points."""
-
-_NOT_METRICS = frozenset({"num_tasks", "last_stage", "complete"})
+"""Below this many test examples per task, one example moves a score by more than 2 points
+(`eval.seeds.noise_note` says so on every report)."""
 
 
 class Interval(TypedDict):
@@ -61,14 +60,6 @@ class Difference(TypedDict):
     low: float
     high: float
     significant: bool
-
-
-class SeedSummary(TypedDict):
-    mean: float
-    low: float | None
-    high: float | None
-    std: float | None
-    n_seeds: int
 
 
 # ---- resampling ----
@@ -221,6 +212,20 @@ def _evaluate(
     return _batch_metrics(R, G, present, gpresent, used, general), _prefix_length(present)
 
 
+def metric_replicates(
+    results: ExampleResults,
+    task_names: Sequence[str],
+    general_names: Sequence[str],
+    indices: dict[str, np.ndarray] | None,
+    n_resamples: int = 1,
+) -> dict[str, np.ndarray]:
+    """Every defined metric of the run on each resample of `indices` (from `resample_indices`,
+    possibly drawn on another run with the same examples: a shared draw pairs runs), as arrays
+    [n_resamples] (`ap_per_stage`: [n_resamples, stages]); `indices` None: the point values."""
+    values, _ = _evaluate(results, task_names, general_names, indices, n_resamples)
+    return values
+
+
 def _is_perplexity(results: ExampleResults, name: str) -> bool:
     return bool(results.n_examples(name)) and results.kind(name) == PERPLEXITY
 
@@ -243,7 +248,7 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _bounds(reps: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_bounds(reps: np.ndarray, level: float) -> tuple[float, float]:
     """Percentile interval; NaN replicates (e.g. a resample with no positive score) are
     dropped, since the metric is undefined there rather than zero."""
     reps = reps[~np.isnan(reps)]
@@ -254,7 +259,7 @@ def _bounds(reps: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), not {level}")
 
@@ -272,23 +277,23 @@ def bootstrap_metrics(
     Keys: `BOOTSTRAP_METRICS` (None where the metric is undefined or needs missing cells),
     `general_delta:<name>` per general benchmark, and `ap_per_stage` (a list, one per stage).
     """
-    _check_level(level)
+    check_level(level)
     point, _ = _evaluate(results, task_names, general_names, None, 1)
     idx = resample_indices(results, [*task_names, *general_names], n_resamples, seed)
     reps, _ = _evaluate(results, task_names, general_names, idx, n_resamples)
     out: dict[str, Any] = {name: None for name in BOOTSTRAP_METRICS}
     for name, value in point.items():
         if name != "ap_per_stage" and _num(value[0]) is not None:
-            low, high = _bounds(reps[name], level)
+            low, high = percentile_bounds(reps[name], level)
             out[name] = Interval(value=float(value[0]), low=low, high=high)
     out["ap_per_stage"] = []
     for t, value in enumerate(point["ap_per_stage"][0] if "ap_per_stage" in point else []):
-        low, high = _bounds(reps["ap_per_stage"][:, t], level)
+        low, high = percentile_bounds(reps["ap_per_stage"][:, t], level)
         out["ap_per_stage"].append(Interval(value=float(value), low=low, high=high))
     return out
 
 
-def _check_paired(a: ExampleResults, b: ExampleResults, names: Sequence[str]) -> None:
+def check_paired(a: ExampleResults, b: ExampleResults, names: Sequence[str]) -> None:
     """Pairing is only valid over the very same test examples in the same order."""
     for name in names:
         na, nb = a.n_examples(name), b.n_examples(name)
@@ -314,9 +319,9 @@ def paired_difference(
 ) -> dict[str, Difference | None]:
     """Metric differences a − b with a paired bootstrap CI (one draw shared by both runs);
     `significant` when the interval excludes 0. None where either run lacks the metric."""
-    _check_level(level)
+    check_level(level)
     names = [*task_names, *general_names]
-    _check_paired(results_a, results_b, names)
+    check_paired(results_a, results_b, names)
     pa, na = _evaluate(results_a, task_names, general_names, None, 1)
     pb, nb = _evaluate(results_b, task_names, general_names, None, 1)
     if na != nb:
@@ -331,118 +336,8 @@ def paired_difference(
         va, vb = _num(pa[name][0]), _num(pb[name][0])
         if va is None or vb is None:
             continue
-        low, high = _bounds(ra[name] - rb[name], level)
+        low, high = percentile_bounds(ra[name] - rb[name], level)
         out[name] = Difference(
             value=va - vb, low=low, high=high, significant=bool(low > 0.0 or high < 0.0)
         )
     return out
-
-
-# ---- seeds ----
-
-
-def _t_coverage(theta: float, df: int) -> float:
-    """P(|T| ≤ √df·tan θ) for Student's t with integer df (closed-form finite series)."""
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2:
-        term = total = math.cos(theta)
-        for k in range(1, (df - 1) // 2):
-            term *= 2 * k / (2 * k + 1) * c2
-            total += term
-        return 2.0 / math.pi * (theta + (s * total if df > 1 else 0.0))
-    term = total = 1.0
-    for k in range(1, df // 2):
-        term *= (2 * k - 1) / (2 * k) * c2
-        total += term
-    return s * total
-
-
-def t_quantile(level: float, df: int) -> float:
-    """Two-sided Student-t critical value: P(|T| ≤ q) = level. Computed exactly (series and
-    bisection) for any integer df, so no table can be mistyped and any level works."""
-    _check_level(level)
-    if df < 1:
-        raise ValueError(f"df must be >= 1, not {df}")
-    lo, hi = 0.0, math.pi / 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_coverage(mid, df) < level:
-            lo = mid
-        else:
-            hi = mid
-    return math.sqrt(df) * math.tan(0.5 * (lo + hi))
-
-
-def _scalars(run: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in run.items():
-        if key in _NOT_METRICS:
-            continue
-        if isinstance(value, Mapping):
-            value = value.get("value", value.get("mean"))
-        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-            continue
-        if math.isfinite(float(value)):
-            out[key] = float(value)
-    return out
-
-
-def combine_seeds(
-    runs: Sequence[Mapping[str, Any] | ExampleResults],
-    level: float = 0.95,
-    task_names: Sequence[str] | None = None,
-    general_names: Sequence[str] = (),
-) -> dict[str, SeedSummary]:
-    """Mean and t-interval over seeds of one configuration, per scalar metric.
-
-    Runs are metric dicts (`compute_metrics`, `bootstrap_metrics`) or per-example results
-    (then `task_names` is needed). A t-interval, not a bootstrap over seeds: with the usual 3–5
-    seeds a bootstrap has only a handful of distinct resamples and gives intervals that are too
-    narrow, while the t quantile accounts for the few degrees of freedom. A metric is combined
-    over the runs that define it; `n_seeds` says how many, and below 2 there is no interval.
-    """
-    _check_level(level)
-    dicts = []
-    for run in runs:
-        if isinstance(run, ExampleResults):
-            if task_names is None:
-                raise ValueError("task_names is needed to combine per-example results")
-            run = point_metrics(run, task_names, general_names)
-        dicts.append(_scalars(run))
-    keys = list(dict.fromkeys(k for d in dicts for k in d))
-    out: dict[str, SeedSummary] = {}
-    for key in keys:
-        vals = [d[key] for d in dicts if key in d]
-        k = len(vals)
-        mean = sum(vals) / k
-        if k < 2:
-            out[key] = SeedSummary(mean=mean, low=None, high=None, std=None, n_seeds=k)
-            continue
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (k - 1))
-        half = t_quantile(level, k - 1) * std / math.sqrt(k)
-        out[key] = SeedSummary(mean=mean, low=mean - half, high=mean + half, std=std, n_seeds=k)
-    return out
-
-
-def noise_note(
-    n_per_task: Mapping[str, int] | Sequence[int] | int, threshold: int = NOISE_MIN_EXAMPLES
-) -> str | None:
-    """The plain warning a report must show when any task has fewer than `threshold` test
-    examples (one example then moves a score by more than 2 points), else None."""
-    if isinstance(n_per_task, Mapping):
-        counts = [(str(k), int(v)) for k, v in n_per_task.items()]
-    elif isinstance(n_per_task, int):
-        counts = [("", n_per_task)]
-    else:
-        counts = [("", int(v)) for v in n_per_task]
-    small = [(name, n) for name, n in counts if n < threshold]
-    if not small:
-        return None
-    fewest = min(n for _, n in small)
-    names = ", ".join(name for name, _ in small if name)
-    where = f" ({names})" if names else ""
-    step = f"by {100.0 / fewest:.1f} points" if fewest > 0 else "arbitrarily (no examples)"
-    return (
-        f"Fewer than {threshold} test examples per task{where}, as few as {fewest}: one example "
-        f"moves a task score {step}, so differences of a few points are noise."
-    )

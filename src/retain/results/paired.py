@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from retain.eval.uncertainty import Difference, SeedSummary, combine_seeds, paired_difference
+from retain.eval.seeds import SeedSummary, combine_seeds
+from retain.eval.uncertainty import Difference, paired_difference
 from retain.results.examples import EXAMPLES_FILE
 from retain.results.view import HEADLINE, RATIO_METRICS, RunView, higher_is_better, scale
 

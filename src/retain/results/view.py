@@ -19,7 +19,8 @@ import yaml
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary
-from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics, noise_note
+from retain.eval.seeds import noise_note
+from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
 from retain.results.files import read_log
 

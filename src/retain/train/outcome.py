@@ -40,7 +40,8 @@ def final_metrics(trainer: ContinualTrainer) -> dict[str, Any]:
 def uncertainty_summary(examples: ExampleResults, matrix: Any, seed: int) -> dict[str, Any]:
     """95 % bootstrap CIs of the headline metrics over test examples, n per task and the plain
     warning when the test sets are too small to tell a few points from noise."""
-    from retain.eval.uncertainty import bootstrap_metrics, noise_note
+    from retain.eval.seeds import noise_note
+    from retain.eval.uncertainty import bootstrap_metrics
 
     ci = bootstrap_metrics(examples, matrix.tasks, matrix.general, n_resamples=1000, seed=seed)
     n_per_task = examples.n_per_task(matrix.tasks)

@@ -32,8 +32,8 @@ def test_bench_report_and_eval(tmp_path: Path) -> None:
     args = ["bench", str(config), "--methods", "fixed,sequential,multitask", *TINY, *DIFFER]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    group = tmp_path / "bench"
-    assert (group / "comparison.html").exists()
+    assert (tmp_path / "bench" / "bench.html").exists()
+    group = tmp_path / "bench" / "seed42"
     lines = result.output.splitlines()
     # references run first, then the method, each with its metrics in the table
     names = ("sequential ", "multitask ", "fixed ")
@@ -110,16 +110,19 @@ def test_run_never_overwrites_foreign_files_without_overwrite(tmp_path: Path) ->
 
 
 def test_bench_and_demo_take_overwrite_too(tmp_path: Path) -> None:
-    (tmp_path / "demo" / "mssr").mkdir(parents=True)
-    (tmp_path / "demo" / "mssr" / "scores.csv").write_text("x")
+    from retain.cli import DEMO_METHODS
+
+    recipe = tmp_path / "demo" / "seed42" / DEMO_METHODS[-1]
+    recipe.mkdir(parents=True)
+    (recipe / "scores.csv").write_text("x")
     args = ["demo", *TINY, f"output_dir={tmp_path}", "data.num_tasks=1",
             "train.steps_per_task=2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--overwrite" in _error_line(result.output)
-    assert not (tmp_path / "demo" / "sequential").exists(), "checked before training any"
+    assert not (tmp_path / "demo" / "seed42" / "sequential").exists(), "checked before training"
     result = runner.invoke(app, [*args, "--fresh"])
     assert result.exit_code == 0, result.output
-    assert f"--overwrite: cleared {tmp_path / 'demo' / 'mssr'}" in result.output
+    assert f"--overwrite: cleared {recipe}" in result.output
     config = tmp_path / "b.yaml"
     config.write_text(f"name: demo\noutput_dir: {tmp_path}\n")
     bench = ["bench", str(config), "--methods", "sequential", *TINY, "data.num_tasks=1",

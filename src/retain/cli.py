@@ -8,7 +8,6 @@ traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
-import json
 import sys
 import traceback
 from collections.abc import Iterator
@@ -51,6 +50,8 @@ Overwrite = Annotated[
 
 _options = {"debug": False}
 REFERENCES = ("sequential", "multitask")
+DEMO_METHODS = ["sequential", "mssr"]
+"""What `retain demo` compares: plain fine-tuning against the recipe."""
 
 
 @app.callback()
@@ -161,54 +162,59 @@ def run_command(
         _print_table([(",".join(cfg.methods), metrics)])
 
 
-def _bench_configs(base: dict[str, Any], methods: list[str], group: Path) -> list[RunConfig]:
-    """One config per method under `group`, references first (so `gap_closed` can use them);
-    all validated before any trains."""
-    order = sorted(methods, key=lambda m: (m not in REFERENCES, methods.index(m)))
-    configs = []
-    for method in order:
-        data = json.loads(json.dumps(base))
-        data["methods"] = method.split("+")
-        data["output_dir"] = str(group)
-        data["name"] = method
-        configs.append(validate_config(data, f"method {method}"))
-    return configs
+def _bench(
+    base: dict[str, Any], methods: list[str], seeds: int, overwrite: bool, references: bool
+) -> None:
+    """Plan (every method validated first), run what must run, print and write the comparison."""
+    from retain.bench.aggregate import load_bench, summarise
+    from retain.bench.plan import plan_bench
+    from retain.bench.report import write_bench_report
+    from retain.bench.runner import execute
+    from retain.bench.table import summary_lines
+
+    plan = plan_bench(base, methods, seeds, references)
+    execute(plan, overwrite, echo=typer.echo)
+    names, seed_list, runs = load_bench(plan.root)
+    summary = summarise(names, seed_list, runs)
+    for line in summary_lines(summary):
+        typer.echo(line)
+    out = write_bench_report(summary, plan.root, f"retain bench: {plan.name}")
+    typer.echo(f"comparison: {out} (tables: {plan.root / 'bench.md'}, {plan.root / 'bench.csv'})")
 
 
-def _bench(configs: list[RunConfig], overwrite: bool) -> list[tuple[str, dict[str, Any]]]:
-    from retain.train.resume import preflight
-
-    for cfg in configs:  # every run directory checked before any method trains
-        preflight(cfg, overwrite)
-    rows = []
-    for cfg in configs:
-        typer.echo(f"== {cfg.name}")
-        rows.append((cfg.name, _run(cfg, overwrite)))
-    return rows
-
-
-def _compare(group_dir: Path, names: list[str]) -> Path:
-    from retain.results.report import compare_runs
-
-    return compare_runs([group_dir / n for n in names], group_dir)
+Seeds = Annotated[int, typer.Option(help="seeds per method: seed, seed+1, ...")]
 
 
 @app.command("bench")
 def bench_command(
-    config: Annotated[Path, typer.Argument(help="YAML run configuration (stream, model, budget)")],
+    target: Annotated[
+        str, typer.Argument(help="a run config, a stream file, or a registered stream name")
+    ],
     methods: Annotated[str, typer.Option(help="comma-separated; a+b combines methods in one run")],
     overrides: Overrides = None,
+    seeds: Seeds = 1,
+    model: Annotated[str | None, typer.Option(help="model.name_or_path for every run")] = None,
+    references: Annotated[
+        bool,
+        typer.Option(help="also run sequential and multitask once per seed (gap_closed)"),
+    ] = True,
     data_dir: DataDir = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Several methods on one stream, same seed, one table."""
+    """Every method and combination on one stream, over seeds, with cost, side by side.
+
+    Resumable: finished runs are reused, an interrupted one resumes, and a changed setting
+    re-runs only the runs it affects. Runs live in OUTPUT_DIR/NAME/seed<s>/<method>/.
+    """
+    from retain.bench.plan import base_config
+
     with _user_errors():
-        cfg = load_config(config, _overrides(overrides, data_dir))
+        extra = _overrides(overrides, data_dir)
+        if model is not None:
+            extra.append(f"model.name_or_path={model}")
+        base = base_config(target, extra)
         names = [m.strip() for m in methods.split(",") if m.strip()]
-        configs = _bench_configs(cfg.model_dump(mode="json"), names, cfg.run_dir)
-        rows = _bench(configs, overwrite)
-        _print_table(rows, [cfg.run_dir / n for n, _ in rows])
-        typer.echo(f"comparison: {_compare(cfg.run_dir, [n for n, _ in rows])}")
+        _bench(base, names, seeds, overwrite, references)
 
 
 @app.command("demo")
@@ -217,16 +223,12 @@ def demo_command(
     data_dir: DataDir = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """The built-in default: bundled SmolLM2-135M, built-in stream, sequential vs MSSR."""
+    """The built-in default: bundled SmolLM2-135M, built-in stream, sequential vs the recipe."""
     with _user_errors():
         text = resources.files("retain").joinpath("configs/demo.yaml").read_text()
         data = apply_overrides(load_yaml(text), _overrides(overrides, data_dir))
         cfg = validate_config(data, "demo")
-        configs = _bench_configs(cfg.model_dump(mode="json"), ["sequential", "mssr"],
-                                 cfg.run_dir)
-        rows = _bench(configs, overwrite)
-        _print_table(rows, [cfg.run_dir / n for n, _ in rows])
-        typer.echo(f"comparison report: {_compare(cfg.run_dir, [n for n, _ in rows])}")
+        _bench(cfg.model_dump(mode="json"), DEMO_METHODS, 1, overwrite, references=False)
 
 
 @app.command("streams")
@@ -248,13 +250,26 @@ def config_command() -> None:
 
 @app.command("report")
 def report_command(
-    runs: Annotated[list[Path], typer.Argument(help="run directories")],
+    runs: Annotated[list[Path], typer.Argument(help="run directories or bench directories")],
     out: Annotated[Path | None, typer.Option(help="folder for a comparison")] = None,
 ) -> None:
-    """Render a run's report, or compare several runs side by side."""
+    """Render a run's or a bench's report, or compare several side by side (benches only when
+    their streams and test examples match)."""
+    from retain.bench.plan import MANIFEST
+    from retain.bench.report import compare_benches, render_bench
     from retain.results.report import compare_runs, write_report
 
     with _user_errors():
+        benches = [d for d in runs if (d / MANIFEST).exists()]
+        if benches and len(benches) != len(runs):
+            _fail("error: give either run directories or bench directories, not both")
+        if benches:
+            if len(benches) == 1:
+                typer.echo(f"comparison: {render_bench(benches[0])}")
+            else:
+                target = out or benches[0].parent
+                typer.echo(f"comparison: {compare_benches(benches, target)}")
+            return
         for run_dir in runs:
             if not (run_dir / "scores.csv").exists():
                 _fail(f"error: {run_dir}: not a run directory (no scores.csv)")

@@ -46,11 +46,11 @@ FAMILIES = {
 
 
 FAMILY_SECTIONS = {
-    "replay": ("replay", "mssr"),
+    "replay": ("replay",),
     "general replay": ("general",),
     "adapter": ("procl",),
 }
-"""Config sections each family reads (O-LoRA reads `olora` instead of `procl`)."""
+"""Config sections each family reads; MSSR also reads `mssr`, O-LoRA `olora` (not `procl`)."""
 
 
 def sections_used(methods: list[str]) -> set[str]:
@@ -61,12 +61,14 @@ def sections_used(methods: list[str]) -> set[str]:
             used.add("olora")
         elif (family := family_of(method)) is not None:
             used.update(FAMILY_SECTIONS[family])
+        if method.startswith("mssr"):
+            used.add("mssr")
     return used
 
 
 def method_sections() -> set[str]:
     """Every config section that belongs to a method family."""
-    return {s for sections in FAMILY_SECTIONS.values() for s in sections} | {"olora"}
+    return {s for sections in FAMILY_SECTIONS.values() for s in sections} | {"mssr", "olora"}
 
 
 def family_of(method: str) -> str | None:

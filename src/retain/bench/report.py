@@ -1,0 +1,125 @@
+"""Writing a bench's comparison: `bench.md`, `bench.csv`, `bench.html` and its PNG figures, in
+the bench directory; `retain report` calls the same code to re-render it at any time, and to
+compare benches whose streams and test data match."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retain.bench.aggregate import (
+    BASELINE,
+    COST,
+    QUALITY,
+    BenchSummary,
+    SeedRun,
+    load_bench,
+    summarise,
+)
+from retain.bench.figures import write_figures
+from retain.bench.table import LABELS, csv_text, estimate_text, markdown
+from retain.results.files import write_text_atomic
+from retain.results.fingerprint import fingerprint_differences
+from retain.results.html import e, figure, page, table
+from retain.results.view import arrow
+
+COMPARABLE_PARTS = ("stream", "subsample", "test_data")
+"""What runs of different benches must share to sit in one table: the very test examples."""
+
+
+def write_bench_report(summary: BenchSummary, out_dir: Path, title: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "bench.md", markdown(summary, title))
+    write_text_atomic(out_dir / "bench.csv", csv_text(summary))
+    made = write_figures(summary, out_dir)
+    parts = [f"<h1>{e(title)}</h1>", _html_tables(summary)]
+    parts += [f"<p class='note'>{e(n)}</p>" for n in summary.notes]
+    parts.append("<h2>Figures</h2>")
+    parts += [figure(name, caption) for name, caption in made]
+    parts.append("<h2>Runs</h2>")
+    parts.append(
+        table(
+            ["method", "seed", "run directory"],
+            [[e(r.method), str(r.seed), f'<a href="{e(_rel(r.dir, out_dir))}/report.html">'
+              f"{e(_rel(r.dir, out_dir))}</a>"] for r in summary.runs.values()],
+            left=3,
+        )
+    )
+    out = out_dir / "bench.html"
+    write_text_atomic(out, page(title, parts))
+    return out
+
+
+def _rel(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path, start)
+
+
+def _html_tables(summary: BenchSummary) -> str:
+    quality = [n for n in QUALITY if any(summary.quality[m].get(n) for m in summary.methods)]
+    rows = [[e(m), *(e(estimate_text(summary.quality[m].get(n), n)) for n in quality)]
+            for m in summary.methods]
+    html = "<h2>Metrics</h2><p>Mean over seeds with its 95 % interval over seeds and test " \
+           "examples.</p>" + table(["method", *(f"{n} {arrow(n)}" for n in quality)], rows)
+    if summary.differences:
+        diffs = [n for n in quality if n != "gap_closed"]
+        rows = []
+        for m, values in summary.differences.items():
+            row = []
+            for n in diffs:
+                est = values.get(n)
+                text = e(estimate_text(est, n, signed=True))
+                row.append((text, "sig") if est is not None and est.significant else text)
+            rows.append([e(m), *row])
+        html += (f"<h2>Paired difference against {BASELINE}</h2><p>Same seed, same test "
+                 "examples; marked where the interval excludes 0.</p>"
+                 + table(["method", *diffs], rows))
+    cost = [n for n in COST if any(summary.cost[m].get(n) for m in summary.methods)]
+    if cost:
+        rows = [[e(m), *(e(estimate_text(summary.cost[m].get(n), n)) for n in cost)]
+                for m in summary.methods]
+        html += "<h2>Cost</h2>" + table(["method", *(LABELS.get(n, n) for n in cost)], rows)
+    return html
+
+
+def render_bench(root: Path) -> Path:
+    """Re-render one bench directory from its runs."""
+    methods, seeds, runs = load_bench(root)
+    if not runs:
+        raise ValueError(f"{root}: no finished run of the bench yet")
+    summary = summarise(methods, seeds, runs)
+    return write_bench_report(summary, root, f"retain bench: {Path(root).name}")
+
+
+def compare_benches(roots: list[Path], out_dir: Path) -> Path:
+    """One comparison of several benches' methods, refused unless their test data match."""
+    methods: list[str] = []
+    seeds: list[int] = []
+    runs: dict[tuple[str, int], SeedRun] = {}
+    first: SeedRun | None = None
+    for root in roots:
+        names, bench_seeds, bench_runs = load_bench(root)
+        for run in bench_runs.values():
+            if first is None:
+                first = run
+            diffs = fingerprint_differences(
+                first.metrics.get("fingerprint") or {}, run.metrics.get("fingerprint") or {},
+                COMPARABLE_PARTS,
+            )
+            if diffs:
+                raise ValueError(
+                    f"cannot compare {run.dir} with {first.dir}: {'; '.join(diffs)}; benches "
+                    "are compared only on the same stream and test examples"
+                )
+            label = run.method
+            if (label, run.seed) in runs:  # the same method in two benches: name both
+                label = f"{run.method}@{Path(root).name}"
+            runs[(label, run.seed)] = run
+            if label not in methods:
+                methods.append(label)
+        seeds += [s for s in bench_seeds if s not in seeds]
+    if not runs:
+        raise ValueError("no finished runs in " + ", ".join(str(r) for r in roots))
+    order = [m for m in methods if m == BASELINE] + [m for m in methods if m != BASELINE]
+    summary = summarise(order, seeds, runs)
+    return write_bench_report(summary, Path(out_dir), "retain: comparison of benches")

@@ -1,0 +1,219 @@
+"""`retain bench`: planning, reuse and resumption, the aggregation over seeds and test examples,
+gap_closed, and the written tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from retain.bench.aggregate import SeedRun, combine, load_bench, summarise
+from retain.bench.plan import base_config, plan_bench
+from retain.cli import app
+from retain.eval.matrix import ScoreMatrix
+from retain.eval.seeds import t_quantile
+from retain.eval.uncertainty import bootstrap_metrics, point_metrics
+from retain.results.examples import ExampleResults
+from tests.test_engine import TINY
+
+runner = CliRunner()
+FAST = [*TINY, "data.num_tasks=2", "train.steps_per_task=4", "replay.interval_units=0"]
+
+
+# ---- crafted runs ----
+
+
+def crafted(method: str, seed: int, cells: dict[tuple[int, int], list[float]], tasks: list[str]
+            ) -> SeedRun:
+    """A finished run whose cell (stage, task index) holds the given per-example scores."""
+    examples = ExampleResults()
+    matrix = ScoreMatrix(tasks)
+    for (stage, i), scores in cells.items():
+        examples.set(stage, tasks[i], scores)
+        matrix.R[stage, i] = 100.0 * float(np.mean(scores))
+    metrics = point_metrics(examples, tasks)
+    metrics["complete"] = True
+    return SeedRun(method, seed, Path(f"/nowhere/{method}/{seed}"), tasks, [], examples, metrics,
+                   matrix)
+
+
+def full_cells(values: list[list[float]], n: int = 4) -> dict[tuple[int, int], list[float]]:
+    """Every task scored at every stage, each cell's n examples all equal to its value."""
+    return {(t, i): [v] * n for t, row in enumerate(values) for i, v in enumerate(row)}
+
+
+TASKS = ["a", "b"]
+
+
+def test_constant_examples_leave_the_seed_t_interval_only() -> None:
+    # every example of a cell has the same score: resampling examples changes nothing
+    runs = {}
+    aps = {42: 0.4, 43: 0.6, 44: 0.8}
+    for seed, x in aps.items():
+        runs[("m", seed)] = crafted("m", seed, full_cells([[0, 0], [x, 0], [x, 1.0]]), TASKS)
+    summary = summarise(["m"], list(aps), runs, n_resamples=200)
+    ap = summary.quality["m"]["ap"]
+    values = [100 * (x + 1.0) / 2 for x in aps.values()]
+    mean = sum(values) / 3
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    half = t_quantile(0.95, 2) * s / math.sqrt(3)
+    assert ap.mean == pytest.approx(mean)
+    assert (ap.low, ap.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert ap.n_seeds == 3
+
+
+def test_one_seed_gives_the_run_s_own_bootstrap_interval() -> None:
+    rng = np.random.default_rng(0)
+    cells = {(t, i): list(rng.integers(0, 2, 30).astype(float)) for t in range(3)
+             for i in range(2)}
+    run = crafted("m", 42, cells, TASKS)
+    summary = summarise(["m"], [42], {("m", 42): run}, n_resamples=500, seed=3)
+    own = bootstrap_metrics(run.examples, TASKS, n_resamples=500, seed=3)
+    ap = summary.quality["m"]["ap"]
+    assert ap.mean == pytest.approx(own["ap"]["value"])
+    assert (ap.low, ap.high) == (pytest.approx(own["ap"]["low"]), pytest.approx(own["ap"]["high"]))
+
+
+def test_example_and_seed_errors_add_in_quadrature() -> None:
+    est = combine([1.0, 3.0], [np.array([0.0, 2.0, 4.0]), np.array([0.0, 2.0, 4.0])])
+    # example draws of the seed mean: 0, 2, 4 → 2.5 % / 97.5 % percentiles 0.1 and 3.9
+    h_seed = t_quantile(0.95, 1) * math.sqrt(2.0) / math.sqrt(2.0)
+    assert est.mean == 2.0
+    assert est.low == pytest.approx(2.0 - math.sqrt(1.9**2 + h_seed**2))
+    assert est.high == pytest.approx(2.0 + math.sqrt(1.9**2 + h_seed**2))
+
+
+def test_gap_closed_and_paired_differences_on_crafted_matrices() -> None:
+    seq = crafted("sequential", 42, full_cells([[0, 0], [1, 0], [0, 1]]), TASKS)  # ap 50
+    multi = crafted("multitask", 42, full_cells([[0, 0], [1, 1], [1, 1]]), TASKS)  # ap 100
+    method = crafted("m", 42, full_cells([[0, 0], [1, 0], [0.5, 1]]), TASKS)  # ap 75
+    flat = crafted("flat", 42, full_cells([[0, 0], [1, 0], [0, 1]]), TASKS)
+    runs = {(r.method, 42): r for r in (seq, multi, method, flat)}
+    summary = summarise(["sequential", "multitask", "m", "flat"], [42], runs, n_resamples=100)
+    assert summary.quality["m"]["gap_closed"].mean == pytest.approx((75 - 50) / (100 - 50))
+    assert summary.quality["flat"]["gap_closed"].mean == pytest.approx(0.0)
+    assert summary.quality["sequential"]["gap_closed"] is None  # references define it
+    diff = summary.differences["m"]["ap"]
+    assert diff.mean == pytest.approx(25.0) and diff.significant  # constant examples: exact
+    assert summary.differences["flat"]["ap"].significant is False
+    # equal references: no gap to close
+    same = {("sequential", 42): seq, ("multitask", 42): crafted("multitask", 42, full_cells(
+        [[0, 0], [1, 0], [0, 1]]), TASKS), ("m", 42): method}
+    assert summarise(["sequential", "multitask", "m"], [42], same, 50).quality["m"][
+        "gap_closed"] is None
+
+
+# ---- the command ----
+
+
+def _bench(tmp_path: Path, *extra: str, methods: str = "fixed") -> list[str]:
+    return ["bench", "builtin", "--methods", methods, *FAST, f"output_dir={tmp_path}",
+            "name=b", *extra]
+
+
+def test_bench_reuses_finished_runs_and_reruns_only_what_a_change_affects(tmp_path: Path) -> None:
+    first = runner.invoke(app, _bench(tmp_path, "--seeds", "2", methods="fixed,mssr"))
+    assert first.exit_code == 0, first.output
+    root = tmp_path / "b"
+    dirs = {(m, s): root / f"seed{s}" / m for m in ("sequential", "multitask", "fixed", "mssr")
+            for s in (42, 43)}
+    assert all((d / "metrics.json").exists() for d in dirs.values())
+    stamps = {k: (d / "metrics.json").stat().st_mtime_ns for k, d in dirs.items()}
+
+    again = runner.invoke(app, _bench(tmp_path, "--seeds", "2", methods="fixed,mssr"))
+    assert again.exit_code == 0, again.output
+    assert again.output.count("finished earlier, reused") == 8
+    assert stamps == {k: (d / "metrics.json").stat().st_mtime_ns for k, d in dirs.items()}
+
+    changed = runner.invoke(app, _bench(tmp_path, "--seeds", "2", "mssr.k=5.0",
+                                        methods="fixed,mssr"))
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.count("configuration changed (mssr.k: 10.0 → 5.0)") == 2
+    for key, d in dirs.items():
+        moved = (d / "metrics.json").stat().st_mtime_ns != stamps[key]
+        assert moved == (key[0] == "mssr"), key
+
+    # the table's numbers are the runs' own metrics, recomputed from their per-example results
+    methods, seeds, runs = load_bench(root)
+    assert methods == ["sequential", "multitask", "fixed", "mssr"] and seeds == [42, 43]
+    rows = list(csv.DictReader((root / "bench.csv").open()))
+    for method in methods:
+        per_seed = []
+        for seed in seeds:
+            run_dir = dirs[(method, seed)]
+            tasks = ScoreMatrix.from_csv(run_dir / "scores.csv").tasks
+            recomputed = point_metrics(ExampleResults.load(run_dir), tasks)
+            stored = json.loads((run_dir / "metrics.json").read_text())
+            assert recomputed["ap"] == pytest.approx(stored["ap"])
+            per_seed.append(recomputed["ap"])
+        row = next(r for r in rows if (r["method"], r["kind"], r["metric"]) ==
+                   (method, "quality", "ap"))
+        assert float(row["mean"]) == pytest.approx(sum(per_seed) / 2)
+        assert float(row["low"]) <= float(row["mean"]) <= float(row["high"])
+    assert "| mssr |" in (root / "bench.md").read_text()
+    for png in ("bench_matrices.png", "bench_ap_per_stage.png", "bench_forgetting.png",
+                "bench_cost.png"):
+        assert (root / png).stat().st_size > 0
+    rendered = runner.invoke(app, ["report", str(root)])
+    assert rendered.exit_code == 0 and "bench.html" in rendered.output
+
+
+def test_conflicting_combinations_are_rejected_before_any_run(tmp_path: Path) -> None:
+    for combo, words in (("fixed+mssr", "alternative replay methods"),
+                         ("procl+olora", "both replace the model's adapter layers"),
+                         ("sequential+mssr", "plain fine-tuning with no method"),
+                         ("multitask+gere", "multitask is a reference run")):
+        result = runner.invoke(app, _bench(tmp_path, methods=f"mssr,{combo}"))
+        assert result.exit_code == 2, result.output
+        assert words in result.output and f"method {combo}" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_bench_target_is_a_stream_name_a_stream_file_or_a_run_config(tmp_path: Path) -> None:
+    assert base_config("builtin", [])["data"]["stream"] == "builtin"
+    stream = tmp_path / "mine.yaml"
+    stream.write_text("tasks: []\n")
+    assert base_config(str(stream), [])["data"]["stream"] == str(stream)
+    assert base_config(str(stream), [])["name"] == "mine"
+    run = tmp_path / "run.yaml"
+    run.write_text("name: r1\ntrain: {lr: 0.01}\n")
+    assert base_config(str(run), [])["train"]["lr"] == 0.01
+    with pytest.raises(ValueError, match="neither a file nor a registered stream"):
+        base_config("no-such-stream", [])
+    plan = plan_bench(base_config("builtin", [f"output_dir={tmp_path}"]), ["mssr"], 3)
+    assert [(r.method, r.seed) for r in plan.runs][:3] == [
+        ("sequential", 42), ("multitask", 42), ("mssr", 42)]
+    assert plan.run("mssr", 44).run_dir == tmp_path / "builtin" / "seed44" / "mssr"
+
+
+def test_an_interrupted_bench_resumes_its_run(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "retain", *_bench(tmp_path, "--no-references",
+                                                   "train.checkpoint_every=2",
+                                                   "train.steps_per_task=8")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "b" / "seed42" / "fixed" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        steps = [json.loads(x) for x in log.read_text().splitlines()
+                 if '"type": "step"' in x] if log.exists() else []
+        if steps and steps[-1]["task"] == 1 and steps[-1]["task_step"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (log.parent / "metrics.json").exists(), "killed too late to test resume"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "fixed (seed 42): resuming" in done.stdout
+    assert (log.parent / "metrics.json").exists()

@@ -18,7 +18,9 @@ within `TIE_TOL` of the best) go to the first option in listed order and are cou
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +62,22 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple
     return ids.to(device), mask.to(device), positions.to(device)
 
 
+CACHE_RENAMED = "`past_key_values` is deprecated"
+"""transformers ≥ 5.2x renamed the argument to `cache`; earlier 5.x releases know only the old
+name, which every 5.x accepts, so we keep it and silence the rename notice."""
+
+
+def _quiet(model: torch.nn.Module) -> Any:
+    """`model` called with the deprecation notice of `past_key_values` silenced."""
+
+    def call(**kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=CACHE_RENAMED, category=FutureWarning)
+            return model(**kwargs)
+
+    return call
+
+
 @torch.no_grad()
 def score_options(
     model: torch.nn.Module,
@@ -77,7 +95,7 @@ def score_options(
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
         ids, mask, positions = _left_pad([prompts[i] for i in batch], pad_id, device)
         cache = DynamicCache(config=getattr(model, "config", None))
-        out = model(
+        out = _quiet(model)(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -105,7 +123,7 @@ def score_options(
         prompt_mask = mask.repeat_interleave(n_opts, dim=0)
         start = prompt_mask.sum(-1, keepdim=True)
         opt_positions = start + torch.arange(opt_len, device=device).unsqueeze(0)
-        out2 = model(
+        out2 = _quiet(model)(
             input_ids=opt_ids,
             attention_mask=torch.cat([prompt_mask, opt_mask], dim=1),
             position_ids=opt_positions,

@@ -166,6 +166,11 @@ class EvalConfig(Section):
         description="evaluation prompt budget; None: the model's context minus the answer's "
         "budget (max_new_tokens, or the longest option); only a passage is ever cut",
     )
+    row0_cache: str | None = Field(
+        None,
+        description="folder where row 0 (the untouched model's scores) is kept and reused by "
+        "runs with the same model, evaluation data and settings; `retain bench` sets it",
+    )
     loglik_norm: Literal["sum", "bytes"] = Field(
         "bytes",
         description="log-likelihood accuracy the score matrix uses: 'sum' of option log-probs "
@@ -345,6 +350,7 @@ RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
         "train.report_to",  # where copies of the log go
         "train.log_every",  # how often a step is logged
         "train.checkpoint_every",  # resuming from any checkpoint reproduces the same run
+        "eval.row0_cache",  # a cached row 0 equals the computed one (eval/row0_cache.py)
     }
 )
 """Dotted config keys that cannot change a run's numbers: a resume may change them."""

@@ -113,6 +113,8 @@ def plan_bench(
     for seed in plan.seeds:
         for method in order:
             data = json.loads(json.dumps(base))
+            if data["eval"].get("row0_cache") is None:  # the untouched model, scored once
+                data["eval"]["row0_cache"] = str(root / "row0")
             data.update(
                 methods=method.split("+"),
                 seed=seed,

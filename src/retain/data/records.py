@@ -244,16 +244,26 @@ def from_multiple_choice(records: Sequence[dict[str, Any]], source: str) -> list
     - ARC's official `{question: {stem, choices: [{text, label}]}, answerKey}`.
     """
     out = []
-    for i, rec in enumerate(records):
-        if isinstance(rec.get("question"), dict):
-            question, choices, index = _arc_record(records, source, i)
-        elif "choice0" in rec:
-            question, choices, index = _mmlu_record(records, source, i)
-        else:
-            question, choices, index = _choices_record(records, source, i)
+    for question, choices, index in multiple_choice_items(records, source):
         letters = tuple(LETTERS[: len(choices)])
         out.append(Example(mc_prompt(question, choices), letters[index], letters))
     return out
+
+
+def multiple_choice_items(
+    records: Sequence[dict[str, Any]], source: str
+) -> list[tuple[str, list[str], int]]:
+    """(question, choice texts, index of the right one) of each record, in the three shapes
+    `from_multiple_choice` reads; for prompts of one's own (e.g. cloze scoring)."""
+    items = []
+    for i, rec in enumerate(records):
+        if isinstance(rec.get("question"), dict):
+            items.append(_arc_record(records, source, i))
+        elif "choice0" in rec:
+            items.append(_mmlu_record(records, source, i))
+        else:
+            items.append(_choices_record(records, source, i))
+    return items
 
 
 _MC_EXPECTED = "{question, choices, answer}"

@@ -54,6 +54,7 @@ from retain.train.resume import (
     load_resume_state,
     open_run_dir,
     restore_rng,
+    run_fingerprint,
     save_state,
     write_fingerprint,
 )
@@ -200,9 +201,21 @@ class ContinualTrainer:
     def evaluate_row(self, stage: int) -> None:
         # the unwrapped model: DDP's wrapper has no `generate`, and evaluation needs no sync
         model = self.accelerator.unwrap_model(self.model)
-        row = self.evaluator.evaluate(
-            model, stage, self.matrix.needed_tasks(stage), shards(self.accelerator)
-        )
+        cache = self.config.eval.row0_cache if stage == 0 else None
+        row = cached = None
+        if cache is not None:
+            from retain.eval.row0_cache import load_row0, row0_key
+
+            key = row0_key(self.config, run_fingerprint(self))
+            row = cached = load_row0(Path(cache), key)
+        if row is None:
+            row = self.evaluator.evaluate(
+                model, stage, self.matrix.needed_tasks(stage), shards(self.accelerator)
+            )
+            if cache is not None and self.is_main:
+                from retain.eval.row0_cache import save_row0
+
+                save_row0(Path(cache), key, row)
         self.matrix.set_row(stage, row.scores, row.general)
         for name, result in row.examples.items():
             self.examples.set(stage, name, result.scores, extra=result.metrics)
@@ -220,6 +233,7 @@ class ContinualTrainer:
                 "scores": row.scores,
                 "general": row.general,
                 "seconds": row.seconds,
+                "cached": cached is not None,
             }
         )
 

@@ -36,7 +36,8 @@ def retain_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, li
     config = load_config(None, [
         f"model.name_or_path={args.model}", "data.stream=builtin", f"data.num_tasks={args.tasks}",
         "data.max_train_per_task=200", f"data.max_test_per_task={args.test}",
-        f"data.max_length={args.max_length}", "data.valid_per_task=0", f"train.steps_per_task={args.steps}",
+        f"data.max_length={args.max_length}", "data.valid_per_task=0",
+        f"train.steps_per_task={args.steps}",
         "train.batch_size=8", f"train.lr={args.lr}", "train.warmup_ratio=0.1",
         "train.progress=false", f"output_dir={out}", "name=retain", "eval.batch_size=32",
         f"model.lora.r={LORA['r']}", f"model.lora.alpha={LORA['alpha']}",

@@ -217,3 +217,15 @@ def test_an_interrupted_bench_resumes_its_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "fixed (seed 42): resuming" in done.stdout
     assert (log.parent / "metrics.json").exists()
+
+
+def test_a_second_invocation_adds_its_runs_to_the_bench(tmp_path: Path) -> None:
+    assert runner.invoke(app, _bench(tmp_path, "--no-references", methods="sequential")
+                         ).exit_code == 0
+    result = runner.invoke(app, _bench(tmp_path, "--no-references", "--seeds", "2",
+                                       methods="fixed"))
+    assert result.exit_code == 0, result.output
+    methods, seeds, runs = load_bench(tmp_path / "b")
+    assert methods == ["sequential", "fixed"] and seeds == [42, 43]
+    assert sorted(runs) == [("fixed", 42), ("fixed", 43), ("sequential", 42)]
+    assert "fixed" in json.loads((tmp_path / "b" / "bench.json").read_text())["methods"]

@@ -84,6 +84,27 @@ def check_plan(plan: BenchPlan, overwrite: bool) -> dict[tuple[str, int], RunSta
     return states
 
 
+def merged_manifest(plan: BenchPlan) -> dict[str, Any]:
+    """This plan's runs joined to those an earlier invocation listed in the same bench folder
+    (e.g. ablations run on one seed beside methods run on three), so the report covers all."""
+    from retain.bench.plan import read_manifest
+
+    mine = plan.manifest()
+    if not (plan.root / MANIFEST).exists():
+        return mine
+    try:
+        old = read_manifest(plan.root)
+    except ValueError:
+        return mine
+    runs = [r for r in old["runs"] if isinstance(r, dict)]
+    known = {(r.get("method"), r.get("seed")) for r in runs}
+    runs += [r for r in mine["runs"] if (r["method"], r["seed"]) not in known]
+    methods = [*old.get("methods", []), *(m for m in mine["methods"]
+                                          if m not in old.get("methods", []))]
+    seeds = sorted({*old.get("seeds", []), *mine["seeds"]})
+    return {**mine, "methods": methods, "seeds": seeds, "runs": runs}
+
+
 def execute(
     plan: BenchPlan,
     overwrite: bool = False,
@@ -94,7 +115,7 @@ def execute(
 
     states = check_plan(plan, overwrite)
     plan.root.mkdir(parents=True, exist_ok=True)
-    write_json(plan.root / MANIFEST, plan.manifest())
+    write_json(plan.root / MANIFEST, merged_manifest(plan))
     out = {}
     for run in plan.runs:
         state = states[(run.method, run.seed)]

@@ -1,13 +1,13 @@
 """`ProCLPlugin`: ProCL, its four ablations, and `seq_lora` with the reference's adapter MLP.
 
-| method                   | routing          | W_orig      | consolidation |
-|--------------------------|------------------|-------------|---------------|
-| `procl`                  | learned router   | γ = σ(g)    | every step    |
-| `procl_no_w_orig`        | learned router   | γ = 0       | every step    |
-| `procl_no_consolidation` | learned router   | γ = σ(g)    | never         |
-| `procl_random_routing`   | Dirichlet(1) draw per step (seeded), gates kept | γ = σ(g) | every step |
-| `procl_uniform_routing`  | α = 1/N, gates kept | γ = σ(g) | every step    |
-| `seq_lora`               | none (plain LoRA through all tasks; a plugin only for `adapter_mlp`) |
+| method                   | routing (gates σ(s) kept)          | W_orig   | consolidation |
+|--------------------------|------------------------------------|----------|---------------|
+| `procl`                  | learned router                     | γ = σ(g) | every step    |
+| `procl_no_w_orig`        | learned router                     | γ = 0    | every step    |
+| `procl_no_consolidation` | learned router                     | γ = σ(g) | never         |
+| `procl_random_routing`   | Dirichlet(1) draw per step, seeded | γ = σ(g) | every step    |
+| `procl_uniform_routing`  | 1/N for every head and slot        | γ = σ(g) | every step    |
+| `seq_lora`               | plain LoRA through all tasks (a plugin only for `adapter_mlp`)   |
 
 Hook use: `wrap_model` wraps the LoRA factors and creates every parameter (router, keys, gates,
 γ logit, MLP) once; `on_task_start` rebuilds the programs from task 2 on; `after_step`

@@ -35,7 +35,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     token pools to zeros instead of dividing by zero.
     """
     if x.dim() != 3:
-        raise ValueError(f"ProCL routing expects (batch, seq, features) inputs, got {tuple(x.shape)}")
+        raise ValueError(
+            f"ProCL routing expects (batch, seq, features) inputs, got {tuple(x.shape)}"
+        )
     if mask is None:
         return x.mean(dim=1)
     if tuple(mask.shape) != tuple(x.shape[:2]):

@@ -160,7 +160,8 @@ class FactorProgram(nn.Module):
             self.router = Router(d, key_dim, slots).to(dtype)
             self.keys = nn.Parameter(torch.zeros(slots, slots, key_dim, dtype=dtype))
             self.gates = nn.Parameter(torch.zeros(slots, dtype=dtype))
-            self.gamma_logit = nn.Parameter(torch.zeros((), dtype=dtype))
+            # shape (1,), not a 0-d scalar: the multi-process state digest views tensors as bytes
+            self.gamma_logit = nn.Parameter(torch.zeros(1, dtype=dtype))
             self.register_buffer("w_orig", torch.zeros(rows, d, dtype=dtype))
         self.mlp = AdapterMLP(rows, mlp_hidden).to(dtype) if mlp_hidden else None
         # switched per task by the plugin

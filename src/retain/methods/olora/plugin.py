@@ -9,10 +9,10 @@ gives every LoRA layer frozen room for the stream's finished tasks; `on_task_sta
 previous task's LoRA and draws a fresh one; `extra_loss` returns the two terms by name
 (`olora_orth`, `olora_l2`; both logged every step); `export_adapter` writes the merged adapter.
 
-Scale: users of the official code report the orthogonality term thousands of times the CE; it
-is a sum of |·| over every entry of r × r·(t−1) products in every adapted layer, so its size
-grows with the number of layers and of finished tasks while the CE is a per-token mean. The
-step log shows both side by side (`losses.task`, `losses.olora_orth`).
+Scale (penalty.py): users of the official code report the orthogonality term thousands of times
+the CE; it is a sum over every entry of r × r·(t−1) products in every adapted layer (≈ 42 per
+finished task on SmolLM2-135M at r = 8, before λ1), while the CE is a per-token mean. The step
+log shows both side by side (`losses.task`, `losses.olora_orth`, `losses.olora_l2`).
 """
 
 from __future__ import annotations

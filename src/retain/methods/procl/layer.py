@@ -156,7 +156,8 @@ def install_mask_hook(
     model: nn.Module, routing: RoutingState, step: Callable[[], int]
 ) -> torch.utils.hooks.RemovableHandle:
     """Hand every forward's attention mask (and the optimizer step) to the wrappers: a factor
-    sees only its input, but routing pools over real tokens."""
+    sees only its input, but routing pools over real tokens. The hook sits on the transformers
+    model inside PEFT's wrapper, so a forward that bypasses the PeftModel still sets it."""
 
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         mask = kwargs.get("attention_mask")
@@ -165,4 +166,5 @@ def install_mask_hook(
         routing.mask = mask
         routing.step = step()
 
-    return model.register_forward_pre_hook(hook, with_kwargs=True)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.register_forward_pre_hook(hook, with_kwargs=True)

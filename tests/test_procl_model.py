@@ -315,3 +315,15 @@ def test_state_round_trip_keeps_a_task_in_progress() -> None:
                              strict=True):
             assert torch.equal(a, b), k
         assert g.program.active and g.program.router.inp.weight.requires_grad
+
+
+def test_procl_factors_chooses_which_factors_are_wrapped() -> None:
+    """`procl.factors: [lora_A]` wraps A only (the reference's choice on Flan-T5)."""
+    model, plugin, ctx = _setup("procl", "procl.factors=[lora_A]")
+    layer = _layer(model)
+    assert set(layer.procl.keys()) == {"A"}
+    assert type(layer.lora_B["default"]) is torch.nn.Linear
+    assert len(plugin.factors) == 4 and all(f.key.endswith(".lora_A") for f in plugin.factors)
+    _start(plugin, ctx, 0)
+    _start(plugin, ctx, 1)
+    _train_steps(model, plugin, ctx, 1)

@@ -15,7 +15,7 @@ from peft import PeftModel
 from retain.config import load_config
 from retain.methods.base import Context
 from retain.methods.procl.plugin import MLP_FILE, ProCLPlugin, build_adapter_plugin
-from retain.methods.procl.program import executing_weight, masked_mean
+from retain.methods.procl.program import executing_weight, masked_mean, pooling_weights
 from retain.models.adapters import prepare_for_finetuning
 from retain.models.tiny import tiny_model_and_tokenizer
 
@@ -102,7 +102,7 @@ def test_wrapped_layer_executes_gamma_w_orig_plus_routed_slots() -> None:
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     x = torch.randn(2, 5, a.shape[1])
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    plugin.routing.mask = mask
+    plugin.routing.set_mask(mask)
     out = layer(x)
 
     def by_hand(program: torch.nn.Module, memory: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
@@ -216,7 +216,7 @@ def test_no_w_orig_executes_the_routed_slots_only() -> None:
         lambda m, args: x_seen.setdefault("x", args[0]))
     model(input_ids=ids, attention_mask=mask)
     hook.remove()
-    alpha = prog.alpha(x_seen["x"], mask, None)
+    alpha = prog.alpha(x_seen["x"], pooling_weights(mask, torch.float32), None)
     target, memory = _alpha_of_pending(plugin)
     expected = executing_weight(memory, alpha, torch.zeros_like(memory), 0.0)
     torch.testing.assert_close(target, expected.detach(), rtol=0, atol=1e-7)

@@ -10,7 +10,7 @@ saves, loads and merges it as an ordinary LoRA factor. The factor's router, keys
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,20 +19,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from retain.methods.procl.config import ProCLConfig
-from retain.methods.procl.program import FactorProgram
+from retain.methods.procl.program import FactorProgram, pooling_weights
 
 RANDOM_ROUTING_TAG = 0x524F5554
 """Seed stream of the random-routing ablation (with the run seed, the step and the factor)."""
 
 
-@dataclass
 class RoutingState:
     """What the wrappers need from the forward being run: the batch's attention mask (handed
     over by a forward pre-hook on the model) and the optimizer step (random routing)."""
 
-    seed: int = 0
-    step: int = 0
-    mask: torch.Tensor | None = field(default=None, repr=False)
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.step = 0
+        self.mask: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None
+
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        self.mask, self._weights = mask, None
+
+    def pooling(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The mask's pooling weights, computed once per forward for all factors."""
+        if self.mask is None:
+            return None
+        if self._weights is None or self._weights.dtype != dtype:
+            self._weights = pooling_weights(self.mask, dtype)
+        return self._weights
 
     def generator(self, index: int) -> torch.Generator:
         """The random-routing draw of factor `index` at this step: the same for every
@@ -62,7 +74,7 @@ class ProgramFactor(nn.Linear):
         if self.training and program.active:
             routing: RoutingState = self.__dict__["routing"]
             generator = routing.generator(self.index) if program.routing == "random" else None
-            weight = program.executing(self.weight, x, routing.mask, generator)
+            weight = program.executing(self.weight, x, routing.pooling(x.dtype), generator)
             if program.record and torch.is_grad_enabled():
                 program.pending = weight.detach()
             y = F.linear(x, weight)
@@ -163,7 +175,7 @@ def install_mask_hook(
         mask = kwargs.get("attention_mask")
         if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
             mask = args[1]
-        routing.mask = mask
+        routing.set_mask(mask)
         routing.step = step()
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -27,27 +27,36 @@ KEY_INIT_SCALE = 0.01
 GAMMA_LOGIT_LIMIT = 10.0
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of `x` (batch, seq, d) over the sequence, real tokens only.
+def pooling_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-row weights (batch, seq) of the masked mean: 1/(real tokens) on real tokens, else 0.
+    A row without any real token gets zeros (it pools to zeros, no division by zero)."""
+    m = mask.to(dtype=dtype)
+    return m / m.sum(dim=1, keepdim=True).clamp(min=1.0)
 
-    Decision (procl.md): pooling skips padding, unlike the reference, where pad states can
-    dominate a left-padded batch. Without a mask every position counts; a row without any real
-    token pools to zeros instead of dividing by zero.
-    """
+
+def pool(x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """`x` (batch, seq, d) pooled over the sequence with `pooling_weights` (None: plain mean)."""
     if x.dim() != 3:
         raise ValueError(
             f"ProCL routing expects (batch, seq, features) inputs, got {tuple(x.shape)}"
         )
-    if mask is None:
+    if weights is None:
         return x.mean(dim=1)
-    if tuple(mask.shape) != tuple(x.shape[:2]):
+    if tuple(weights.shape) != tuple(x.shape[:2]):
         raise ValueError(
-            f"attention mask of shape {tuple(mask.shape)} does not match the factor's input "
+            f"attention mask of shape {tuple(weights.shape)} does not match the factor's input "
             f"{tuple(x.shape)}; ProCL needs the mask of the batch being trained"
         )
-    m = mask.to(dtype=x.dtype)
-    total = torch.einsum("bs,bsd->bd", m, x)
-    return total / m.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.bmm(weights.to(x.dtype).unsqueeze(1), x).squeeze(1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `x` (batch, seq, d) over the sequence, real tokens only.
+
+    Decision (procl.md): pooling skips padding, unlike the reference, where pad states can
+    dominate a left-padded batch. Without a mask every position counts.
+    """
+    return pool(x, None if mask is None else pooling_weights(mask, x.dtype))
 
 
 def gamma_logit(w_orig: torch.Tensor) -> float:
@@ -64,8 +73,8 @@ def executing_weight(
     """`W_exec = γ·W_orig + Σ_n α_{h,n} P_n`, row block h by row block h."""
     rows, d = memory.shape
     slots = alpha.shape[1]
-    programs = memory.view(slots, rows // slots, d)
-    delta = torch.einsum("hn,nrd->hrd", alpha.to(memory.dtype), programs).reshape(rows, d)
+    # row block h of the result is Σ_n α_{h,n} P_n: one (heads × slots) @ (slots × rows/N·d)
+    delta = (alpha.to(memory.dtype) @ memory.reshape(slots, -1)).view(rows, d)
     return gamma * w_orig + delta
 
 
@@ -181,16 +190,21 @@ class FactorProgram(nn.Module):
         """`softmax_n(q_{b,h}·K_{h,n} / τ)`, shape (batch, heads, slots); dense, no top-k."""
         assert self.router is not None
         q = self.router(pooled)
-        scores = torch.einsum("bhk,hnk->bhn", q, self.keys) / self.temperature
+        # q_{b,h} · K_{h,n} for every b, h, n: (b, h, 1, k) @ (h, k, n)
+        scores = (q.unsqueeze(-2) @ self.keys.transpose(-1, -2)).squeeze(-2) / self.temperature
         return torch.softmax(scores, dim=-1)
 
     def alpha(
-        self, x: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        pooling: torch.Tensor | None,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """α (heads × slots): batch-averaged attention (or the ablation's draw) times σ(s)."""
+        """α (heads × slots): batch-averaged attention (or the ablation's draw) times σ(s).
+        `pooling`: the batch's `pooling_weights` (None: every position counts)."""
         n = self.slots
         if self.routing == "learned":
-            weights = self.attention(masked_mean(x, mask)).mean(dim=0)
+            weights = self.attention(pool(x, pooling)).mean(dim=0)
         elif self.routing == "uniform":
             weights = torch.full((n, n), 1.0 / n, device=x.device, dtype=self.gates.dtype)
         else:
@@ -208,10 +222,10 @@ class FactorProgram(nn.Module):
         self,
         memory: torch.Tensor,
         x: torch.Tensor,
-        mask: torch.Tensor | None,
+        pooling: torch.Tensor | None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        alpha = self.alpha(x, mask, generator)
+        alpha = self.alpha(x, pooling, generator)
         return executing_weight(memory, alpha, self.w_orig, self.gamma())
 
     # ------------------------------------------------------------------ per task

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,6 +29,7 @@ HOOKS = (
     "extra_loss",
     "after_step",
     "on_task_end",
+    "export_adapter",
 )
 
 
@@ -87,6 +89,9 @@ class Plugin:
     needs_hidden_states: bool = False
     wraps_model: bool = False
     """True for adapter methods that replace the model's layers; two such plugins conflict."""
+    ddp_find_unused_parameters: bool = False
+    """True when some parameter it trains gets no gradient in some steps (frozen per task or
+    unused in task 1): DDP must then look for unused parameters."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -123,6 +128,17 @@ class Plugin:
 
     def on_task_end(self, ctx: Context, task: Task) -> None:
         """After the last step of a task, before its evaluation row."""
+
+    def export_adapter(
+        self,
+        ctx: Context,
+        model: torch.nn.Module,
+        path: Path,
+        state_dict: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the adapter after a task in standard PEFT format (`models.adapters.save_adapter`
+        otherwise), for methods whose layers are not one plain PEFT LoRA (e.g. O-LoRA's per-task
+        adapters, merged into one). `state_dict`: the gathered state under FSDP/ZeRO-3."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: tensors, numpy arrays and JSON values."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from transformers import get_cosine_schedule_with_warmup
 
 from retain.config import RunConfig
@@ -93,11 +93,17 @@ class ContinualTrainer:
         # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
         # accelerate is not told about it: its backward would divide the loss a second time.
         report_to = None if config.train.report_to == "none" else config.train.report_to
+        self.plugins: list[Plugin] = build_plugins(config)
+        # adapter methods freeze some of their parameters per task: DDP must expect that
+        unused = any(p.ddp_find_unused_parameters for p in self.plugins)
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision(config),
             cpu=cpu_only(),
             log_with=report_to,
             project_dir=str(self.run_dir / "trackers"),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+            if unused
+            else None,
         )
         # locked for the life of the run; resumed, cleared or refused before anything is written
         self._lock = open_run_dir(config, overwrite, self.accelerator)
@@ -111,7 +117,6 @@ class ContinualTrainer:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
         model = prepare_for_finetuning(model, config.model)
-        self.plugins: list[Plugin] = build_plugins(config)
         self.store = SampleStore()
         self.truncated_train: dict[str, int] = {}
         task_samples = self._encode_training_data(self.stream)
@@ -363,11 +368,13 @@ class ContinualTrainer:
             # sharded weights: gathered on every rank (a collective), written by the main one
             state = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
-            save_adapter(
-                self.accelerator.unwrap_model(self.model),
-                self.run_dir / "adapters" / f"task_{t + 1}",
-                state_dict=state,
-            )
+            model = self.accelerator.unwrap_model(self.model)
+            path = self.run_dir / "adapters" / f"task_{t + 1}"
+            exporters = self._with("export_adapter")  # at most one: the adapter method
+            if exporters:
+                exporters[0].export_adapter(self.ctx, model, path, state_dict=state)
+            else:
+                save_adapter(model, path, state_dict=state)
 
     def run(self) -> RunResult:
         # restored from the newest intact checkpoint (data fingerprint checked), or None

@@ -1,0 +1,170 @@
+"""ProCL's cost against plain LoRA: inference latency (target ≤ 1.01×, the paper's "no extra
+inference cost") and training step time against `seq_lora` (target ≤ 1.15×).
+
+Both sides live in one process on the same backbone, LoRA rank, stream, seed and batches. Both
+train task 1 (plain LoRA for both, untimed); then task 2 is trained again and again, rounds
+alternating the order to spread machine noise, and the wall-clock of each whole task (loop,
+routing, consolidation, logging) is divided by its steps. For inference the plain-LoRA model
+is given ProCL's factors, so both compute the same function (the logits are checked equal) and
+only the wrapping differs: a forward of a batch (prefill) and greedy decoding of one prompt
+(per-token latency, where a per-layer Python cost would show most).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/procl_cost.py [--model smollm2-135m] \
+        [--steps 10] [--rounds 3] [--batch-size 8] [--repeats 10] [--cpu-time]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+from retain.config import load_config
+from retain.train.loop import ContinualTrainer
+
+
+def make_trainer(method: str, args: argparse.Namespace, out: str) -> ContinualTrainer:
+    config = load_config(None, [
+        f"model.name_or_path={args.model}", "data.stream=builtin", "data.max_train_per_task=200",
+        "data.max_test_per_task=4", f"data.max_length={args.max_length}", "data.valid_per_task=0",
+        "data.num_tasks=2", f"train.steps_per_task={args.steps}",
+        f"train.batch_size={args.batch_size}", "train.progress=false", "train.lr=1e-4",
+        f"model.lora.r={args.rank}", f"output_dir={out}", f"name={method}", f"methods=[{method}]",
+    ])
+    return ContinualTrainer(config)
+
+
+CLOCK = time.perf_counter
+"""Wall-clock by default; `--cpu-time` switches to this process's CPU time, which other jobs
+on a shared machine disturb far less (single-threaded runs: OMP_NUM_THREADS=1)."""
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = CLOCK()
+    fn()
+    return CLOCK() - start
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call of each function, calls interleaved (a, b, b, a, …)."""
+    names = list(fns)
+    for fn in fns.values():
+        fn()  # warm-up
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            seconds[name].append(timed(fns[name]))
+    return seconds
+
+
+def ratio_line(what: str, ours: list[float], base: list[float], target: str) -> str:
+    """Median ratio, and the ratio of minima (the least disturbed call on a shared machine)."""
+    med = statistics.median(ours) / statistics.median(base)
+    best = min(ours) / min(base)
+    return f"{what:<44} median {med:.3f}   min {best:.3f}   (target <= {target})"
+
+
+def factor_calls(model: torch.nn.Module, calls: int) -> Callable[[], object]:
+    """One LoRA factor called `calls` times on one token: the per-call cost of the wrapper."""
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    factor = layer.lora_A[next(iter(layer.lora_A))]
+    x = torch.randn(1, 1, factor.in_features)
+
+    def run() -> None:
+        for _ in range(calls):
+            factor(x)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=64, help="128 for tiny-random")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--cpu-time", action="store_true", help="time CPU, not wall-clock")
+    args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
+    out = tempfile.mkdtemp()
+    trainers = {m: make_trainer(m, args, out) for m in ("seq_lora", "procl")}
+    for trainer in trainers.values():
+        trainer.train_task(0, 0, None)  # task 1: plain LoRA for both
+
+    # ------------------------------------------------------------ training: task 2
+    step_seconds: dict[str, list[float]] = {m: [] for m in trainers}
+    for r in range(args.rounds):
+        order = list(trainers) if r % 2 == 0 else list(trainers)[::-1]
+        for method in order:
+            seconds = timed(lambda t=trainers[method]: t.train_task(1, 0, None)) / args.steps
+            step_seconds[method].append(seconds)
+            print(f"round {r + 1} {method:<8} task 2: {seconds:.3f} s/step")
+
+    # ------------------------------------------------------------ inference
+    procl = trainers["procl"].accelerator.unwrap_model(trainers["procl"].model).eval()
+    plain = trainers["seq_lora"].accelerator.unwrap_model(trainers["seq_lora"].model).eval()
+    factors = dict(procl.named_parameters())
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if "lora_" in name:
+                p.copy_(factors[name])
+    g = torch.Generator().manual_seed(0)
+    vocab = int(procl.get_input_embeddings().weight.shape[0])
+    batch = torch.randint(0, vocab, (args.batch_size, args.prompt_tokens), generator=g)
+    prompt = batch[:1]
+    models = {"plain LoRA": plain, "procl": procl}
+    with torch.no_grad():
+        same = torch.equal(procl(input_ids=batch).logits, plain(input_ids=batch).logits)
+
+        def forward(model: torch.nn.Module) -> Callable[[], object]:
+            return lambda: model(input_ids=batch)
+
+        def decode(model: torch.nn.Module) -> Callable[[], object]:
+            return lambda: model.generate(
+                input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+
+        prefill = alternate({n: forward(m) for n, m in models.items()}, args.repeats)
+        decoding = alternate({n: decode(m) for n, m in models.items()}, args.repeats)
+        calls = alternate({n: factor_calls(m, 2000) for n, m in models.items()}, args.repeats)
+    for trainer in trainers.values():
+        trainer.close()
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    clock = "process CPU time" if args.cpu_time else "wall-clock"
+    print(f"model {args.model}, LoRA r={args.rank} on q_proj/v_proj, builtin stream, "
+          f"{args.steps} steps of {args.batch_size} rows per round, {args.rounds} rounds, {clock}")
+    print(f"procl eval logits identical to plain LoRA with the same factors: {same}")
+    print(f"train s/step (median)        seq_lora {med(step_seconds['seq_lora']):.4f}"
+          f"   procl {med(step_seconds['procl']):.4f}")
+    print(f"prefill s ({args.batch_size}x{args.prompt_tokens}, median)   plain "
+          f"{med(prefill['plain LoRA']):.4f}   procl {med(prefill['procl']):.4f}")
+    print(f"decode s ({args.new_tokens} tokens, median)  plain {med(decoding['plain LoRA']):.4f}"
+          f"   procl {med(decoding['procl']):.4f}")
+    print(f"one factor call us (median)  plain {med(calls['plain LoRA']) / 2e-3:.2f}"
+          f"   procl {med(calls['procl']) / 2e-3:.2f}")
+    print(ratio_line("procl / plain LoRA inference, prefill", prefill["procl"],
+                     prefill["plain LoRA"], "1.01"))
+    print(ratio_line("procl / plain LoRA inference, decode", decoding["procl"],
+                     decoding["plain LoRA"], "1.01"))
+    print(ratio_line("procl / plain LoRA, one factor call", calls["procl"],
+                     calls["plain LoRA"], "1.01"))
+    print(ratio_line("procl / seq_lora training step", step_seconds["procl"],
+                     step_seconds["seq_lora"], "1.15"))
+
+
+if __name__ == "__main__":
+    main()

@@ -107,3 +107,14 @@ def test_the_manifest_records_size_and_sha256(tmp_path: Path) -> None:
         entry = manifest["files"][name]
         assert entry["size"] == (tmp_path / "c" / name).stat().st_size
         assert len(entry["sha256"]) == 64
+
+
+def test_state_bytes_digests_scalar_tensors_too() -> None:
+    """A plugin may hold a 0-d tensor (a learned scalar); the multi-process digest must take it."""
+    import torch
+
+    from retain.train.checkpoint import state_bytes
+
+    a = state_bytes({"g": torch.tensor(1.5), "w": torch.ones(2)})
+    assert a == state_bytes({"g": torch.tensor(1.5), "w": torch.ones(2)})
+    assert a != state_bytes({"g": torch.tensor(2.5), "w": torch.ones(2)})

@@ -82,7 +82,8 @@ def state_bytes(state: Any) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     flat = json.dumps(_flatten(state, tensors), sort_keys=True).encode()
     return flat + b"".join(
-        tensors[k].contiguous().view(torch.uint8).numpy().tobytes() for k in sorted(tensors)
+        tensors[k].detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+        for k in sorted(tensors)  # reshape: a 0-d tensor cannot be viewed as bytes
     )
 
 

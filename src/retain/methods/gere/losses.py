@@ -88,6 +88,8 @@ def kl_loss_topk(
     log_q = scaled.gather(-1, ids) - log_z.unsqueeze(-1)
     log_p = teacher_log_probs.float()
     head = (log_p.exp() * (log_p - log_q)).sum(-1)
+    if ids.shape[-1] >= scaled.shape[-1]:  # every id kept: no tail bucket
+        return head.mean()
     p_tail = (1.0 - log_p.exp().sum(-1)).clamp(min=0.0)
     log_q_tail = torch.logsumexp(scaled.scatter(-1, ids, float("-inf")), dim=-1) - log_z
     tail = torch.xlogy(p_tail, p_tail) - p_tail * log_q_tail

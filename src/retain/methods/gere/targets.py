@@ -191,7 +191,8 @@ class StateCache:
         return StateCache(mapped, self.offsets, self.dim)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"packed": self.packed, "offsets": self.offsets, "dim": self.dim}
+        packed = np.array(self.packed) if isinstance(self.packed, np.memmap) else self.packed
+        return {"packed": packed, "offsets": self.offsets, "dim": self.dim}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> StateCache:

@@ -28,18 +28,18 @@ import numpy as np
 import torch
 
 from retain.config import ConfigError, RunConfig
-from retain.data.encoding import Batch, BatchPlan, collate
+from retain.data.encoding import Batch, BatchPlan
 from retain.methods.base import Context, Plugin, StepOutputs
+from retain.methods.gere.base_pass import run_base_pass
 from retain.methods.gere.losses import (
     feature_distance,
     kl_loss,
     kl_loss_topk,
     tm_loss,
-    topk_teacher,
     weighted,
 )
 from retain.methods.gere.replay_set import ReplaySet, build_replay_set
-from retain.methods.gere.targets import ActivationBuffer, Moments, StateCache, thresholds
+from retain.methods.gere.targets import StateCache
 from retain.methods.gere.teacher import TeacherCache, adapter_disabled, base_forward
 from retain.methods.names import GENERAL_REPLAY_METHODS
 from retain.models.hidden import decoder_module, unwrap_parallel
@@ -128,85 +128,46 @@ class GeneralReplayPlugin(Plugin):
         self.in_store = True
 
     def _base_pass(self, ctx: Context) -> None:
-        """One no-grad pass of the untouched model over the replay rows, batched like training."""
+        """Targets (and under full fine-tuning the teacher cache) from the untouched model."""
         assert self.replay is not None
         model = unwrap_parallel(ctx.model)
-        decoder = decoder_module(model) if self.needs_hidden_states else None
-        offsets = self.replay.offsets()
-        rows, tokens = len(self.replay.rows), int(offsets[-1])
-        size = self.config.general.target_batch_size or self.config.train.batch_size
-        pad = int(ctx.tokenizer.pad_token_id)
-        moments: Moments | None = None
-        buffer: ActivationBuffer | None = None
-        filled = 0
-        for start in range(0, rows, size):
-            ids = list(range(self.store_first + start, self.store_first + min(start + size, rows)))
-            batch = collate(ctx.store, BatchPlan(ids, [False] * len(ids)), pad).to(ctx.device)
-            hidden, logits = base_forward(
-                model, decoder, batch.input_ids, batch.attention_mask, ctx.autocast
-            )
-            mask = batch.attention_mask.bool()
-            if self.loss == "tm":
-                assert hidden is not None
-                h = hidden[mask].float()
-                if moments is None or buffer is None:
-                    moments, buffer = Moments(h.shape[1]), ActivationBuffer(tokens, h.shape[1])
-                moments.update(h)
-                buffer.add(h)
-            if self.teacher_cached:
-                self._cache_teacher(hidden, logits, mask, filled, tokens)
-            filled += int(mask.sum())
-        if self.loss == "tm":
-            assert moments is not None and buffer is not None
-            self._set_thresholds(moments.mean, moments.std)
-            tau_pos, tau_neg = self.moments["tau_pos"], self.moments["tau_neg"]
-            self._set_cache(StateCache.build(buffer.values, offsets, tau_pos, tau_neg))
-            buffer.close()
-            assert self.cache is not None
+        cfg = self.config.general
+        out = run_base_pass(
+            model,
+            decoder_module(model) if self.needs_hidden_states else None,
+            ctx.store,
+            self.store_first,
+            self.replay.offsets(),
+            int(ctx.tokenizer.pad_token_id),
+            ctx.device,
+            ctx.autocast,
+            cfg.target_batch_size or self.config.train.batch_size,
+            states=self.loss == "tm",
+            teacher_loss=self.loss if self.teacher_cached else None,
+            topk=cfg.teacher_topk,
+        )
+        tokens = self.replay.tokens
+        if out.cache is not None:
+            self.moments, self._on_device = out.moments, {}
+            self._set_cache(out.cache)
             ctx.log_event(
                 {
                     "type": "general_replay_targets",
                     "tokens": tokens,
-                    "dim": self.cache.dim,
-                    "cache_bytes": self.cache.nbytes,
-                    "fp32_bytes": tokens * self.cache.dim * 4,
-                    "cache": self.config.general.cache,
+                    "dim": out.cache.dim,
+                    "cache_bytes": out.cache.nbytes,
+                    "fp32_bytes": tokens * out.cache.dim * 4,
+                    "cache": cfg.cache,
                 }
             )
-        if self.teacher is not None:
-            self.teacher.offsets = offsets
+        if out.teacher is not None:
+            self.teacher = out.teacher
             path = self._path(TEACHER_FILE, ".safetensors")
             self.teacher_sha = self.teacher.save(path)
             ctx.log_event(
                 {"type": "general_replay_teacher_cache", "loss": self.loss,
                  "bytes": self.teacher.nbytes, "file": str(path)}
             )
-
-    def _cache_teacher(
-        self,
-        hidden: torch.Tensor | None,
-        logits: torch.Tensor,
-        mask: torch.Tensor,
-        start: int,
-        tokens: int,
-    ) -> None:
-        if self.loss == "kl":
-            values, ids = topk_teacher(logits[mask], self.config.general.teacher_topk)
-            if self.teacher is None:
-                self.teacher = TeacherCache.empty("kl", tokens, 0, logits.shape[-1],
-                                                  self.config.general.teacher_topk)
-            self.teacher.write(start, {"log_probs": values, "ids": ids.int()})
-            return
-        assert hidden is not None
-        h = hidden[mask]
-        if self.teacher is None:
-            self.teacher = TeacherCache.empty(self.loss, tokens, h.shape[1], 0, 0)
-        self.teacher.write(start, {"hidden": h})
-
-    def _set_thresholds(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        tau_pos, tau_neg = thresholds(mean, std)
-        self.moments = {"mean": mean, "std": std, "tau_pos": tau_pos, "tau_neg": tau_neg}
-        self._on_device = {}
 
     def _thresholds_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = str(device)

@@ -84,7 +84,8 @@ class GeneralReplayPlugin(Plugin):
         self.perm = np.zeros(0, dtype=np.int64)
         self.cursor = 0
         self.first_logged = False
-        self.last_logged_step = 0
+        """Set after the first step with replay rows (on every process alike)."""
+        self._logged_at = 0  # the step this process last logged (several micro-batches a step)
         self._decoder: torch.nn.Module | None = None
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -300,11 +301,12 @@ class GeneralReplayPlugin(Plugin):
         ce: torch.Tensor,
         violations: torch.Tensor | None,
     ) -> None:
-        """The auxiliary loss unweighted: at the first step (TM must be 0 there) and every
-        `train.log_every` steps, at the step's first micro-batch with replay rows."""
+        """The auxiliary loss unweighted: at the first step with replay rows (TM must be 0 there)
+        and every `train.log_every` steps, at the step's first micro-batch with replay rows.
+        Under several processes only the main one writes the log: it shows its own rows."""
         step = ctx.global_step + 1
         first = not self.first_logged
-        if not first and (step % self.config.train.log_every or step == self.last_logged_step):
+        if step == self._logged_at or (not first and step % self.config.train.log_every):
             return
         record: dict[str, Any] = {
             "type": "general_replay_first_step" if first else "general_replay",
@@ -318,7 +320,12 @@ class GeneralReplayPlugin(Plugin):
         if violations is not None:
             record["violations"] = int(violations)
         ctx.log_event(record)
-        self.first_logged, self.last_logged_step = True, step
+        self._logged_at = step
+
+    def after_step(self, ctx: Context, batch: Batch, outputs: StepOutputs) -> None:
+        """Sees the global batch, so every process agrees on when replay rows were first seen."""
+        if not self.first_logged and bool((batch.task_ids < 0).any()):
+            self.first_logged = True
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -332,7 +339,6 @@ class GeneralReplayPlugin(Plugin):
                 "cursor": self.cursor,
             },
             "first_logged": self.first_logged,
-            "last_logged_step": self.last_logged_step,
         }
         if self.replay is not None:
             state["set"] = self.replay.state_dict()
@@ -357,7 +363,6 @@ class GeneralReplayPlugin(Plugin):
         self.perm = np.asarray(sampler["perm"], dtype=np.int64)
         self.cursor = int(sampler["cursor"])
         self.first_logged = bool(state["first_logged"])
-        self.last_logged_step = int(state["last_logged_step"])
         self.replay = ReplaySet.from_state(state["set"]) if "set" in state else None
         if "thresholds" in state:
             t = state["thresholds"]

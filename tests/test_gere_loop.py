@@ -235,3 +235,13 @@ def test_general_suite_with_a_replay_source_that_overlaps_it(tmp_path: Path) -> 
     for key in ("general_delta", "f1_general_ap", "general_delta:wikitext_ppl"):
         assert ci[key]["low"] <= ci[key]["value"] <= ci[key]["high"], key
     assert np.isfinite(result.metrics["general_delta"])
+
+
+def test_replay_rows_longer_than_the_model_are_refused(tmp_path: Path) -> None:
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"text": "word " * 1000}) + "\n")  # 5000 byte tokens
+    cfg = load_config(None, [*TINY, f"output_dir={tmp_path}", "name=long", "methods=[gere]",
+                             f"general.source={long}", "general.max_tokens=5000"])
+    trainer = ContinualTrainer(cfg)
+    with pytest.raises(ConfigError, match="do not fit the model's 4096 positions"):
+        trainer.plugins[0].on_stream_start(trainer.ctx)

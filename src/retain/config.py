@@ -343,6 +343,7 @@ RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
         "train.report_to",  # where copies of the log go
         "train.log_every",  # how often a step is logged
         "train.checkpoint_every",  # resuming from any checkpoint reproduces the same run
+        "general.cache",  # GeRe's state cache in memory or memory-mapped: the same states
     }
 )
 """Dotted config keys that cannot change a run's numbers: a resume may change them."""

@@ -98,6 +98,13 @@ class GeneralReplayPlugin(Plugin):
     def on_stream_start(self, ctx: Context) -> None:
         model = unwrap_parallel(ctx.model)
         self.replay = build_replay_set(self.config, ctx.tokenizer, model, ctx.device, ctx.autocast)
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        longest = max(len(r) for r in self.replay.rows)
+        if isinstance(positions, int) and longest > positions:
+            raise ConfigError(
+                f"general.max_tokens={self.config.general.max_tokens}: replay rows of {longest} "
+                f"tokens do not fit the model's {positions} positions; lower general.max_tokens"
+            )
         self._add_rows(ctx)
         replay = self.replay
         ctx.log_event(

@@ -145,11 +145,15 @@ class TrainConfig(Section):
 
 
 class GeneralEvalConfig(Section):
+    """The general-ability suite. Defaults sized to resolve a few points on a 135M model:
+    570 MMLU questions (10 per subject, stratified), 500 ARC-Easy questions, 200 held-out
+    WikiText-2 paragraphs (a replay set that overlaps them loses those rows, see GeRe)."""
+
     enabled: bool = False
     mmlu_per_subject: int = Field(10, ge=0)
     mmlu_subjects: list[str] | None = None
-    arc_easy: int = Field(100, ge=0)
-    wikitext_paragraphs: int = Field(50, ge=0)
+    arc_easy: int = Field(500, ge=0)
+    wikitext_paragraphs: int = Field(200, ge=0)
 
 
 class EvalConfig(Section):
@@ -351,6 +355,7 @@ RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
         "train.log_every",  # how often a step is logged
         "train.checkpoint_every",  # resuming from any checkpoint reproduces the same run
         "eval.row0_cache",  # a cached row 0 equals the computed one (eval/row0_cache.py)
+        "general.cache",  # GeRe's state cache in memory or memory-mapped: the same states
     }
 )
 """Dotted config keys that cannot change a run's numbers: a resume may change them."""

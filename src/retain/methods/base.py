@@ -8,9 +8,10 @@ composition and data hooks run in plugin order, extra losses are summed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -25,6 +26,7 @@ HOOKS = (
     "on_stream_start",
     "task_data",
     "on_task_start",
+    "compose_step",
     "compose_batch",
     "extra_loss",
     "after_step",
@@ -37,16 +39,18 @@ HOOKS = (
 class StepOutputs:
     """What the loop's forward pass produced, shared with plugins (no second forward).
 
-    `per_sample_loss` is the token-averaged NLL of each row, `hidden_states` is only filled when
-    some plugin sets `needs_hidden_states`. `extra_loss` sees them with grad; `after_step` (which
-    runs after the optimizer step) sees a detached copy without logits or hidden states.
+    `per_sample_loss` is the token-averaged NLL of each row; `final_hidden` ([rows, length,
+    dim], the backbone's last hidden state: output of the final norm, input of `lm_head`) is only
+    filled when some plugin sets `needs_hidden_states`. `extra_loss` sees them with grad;
+    `after_step` (which runs after the optimizer step) sees a detached copy without logits or
+    hidden states.
     """
 
     logits: torch.Tensor | None
     per_sample_loss: torch.Tensor
     answer_tokens: torch.Tensor
     task_loss: torch.Tensor
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+    final_hidden: torch.Tensor | None = None
 
     def detached(self) -> StepOutputs:
         return StepOutputs(
@@ -77,6 +81,9 @@ class Context:
     score_examples: Callable[[Task, list[Example]], list[float]] | None = None
     """Scores examples of a task with the current model (for probe-based methods); each call
     adds its forward passes to `counters['extra_forward_passes']`."""
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext
+    """The training forward's autocast context, so a plugin that computes targets from the
+    model (GeRe) runs the very same numerics as the step it will be compared with."""
 
     def count(self, name: str, value: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + value
@@ -92,6 +99,11 @@ class Plugin:
     ddp_find_unused_parameters: bool = False
     """True when some parameter it trains gets no gradient in some steps (frozen per task or
     unused in task 1): DDP must then look for unused parameters."""
+    loss_weighting: Literal["micro_batch", "general_rows"] = "micro_batch"
+    """How the loop weights `extra_loss`: `micro_batch`, a per-micro-batch mean averaged over
+    the step's micro-batches; `general_rows`, a mean over the micro-batch's general-text rows
+    (`task_of` -1), weighted by those rows' share of the step's rows, as if each such row
+    carried it alone (GeRe's per-row semantics, gere.md)."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -112,6 +124,16 @@ class Plugin:
     def on_task_start(self, ctx: Context, task: Task) -> None:
         """Before the task's optimizer is built (so parameters frozen or thawed here count).
         On a resume in mid-task it runs after `load_state_dict`: keep the restored state."""
+
+    def reserved_rows(self, ctx: Context) -> int:
+        """Rows of every global batch this plugin fills in `compose_step`; the loop draws that
+        many fewer task rows per optimizer step (and sizes epochs by the task rows)."""
+        return 0
+
+    def compose_step(self, ctx: Context, plan: BatchPlan, rows: int) -> BatchPlan:
+        """Complete the task rows of one whole optimizer step (all micro-batches, all processes)
+        to `rows` rows, before the step is cut into micro-batches and `compose_batch` runs."""
+        return plan
 
     def compose_batch(self, ctx: Context, plan: BatchPlan) -> BatchPlan:
         """Edit the rows of the next batch; the batch size must stay the same."""

@@ -5,6 +5,11 @@ batch × number of processes rows each), lets the plugins compose them (replay r
 order) with identical generators, and then keeps its own slice. So N processes with batch b
 train on exactly the rows one process with batch N·b would, replay keeps its global fraction,
 ranks never draw the same buffer row, and every rank's plugin state stays identical.
+
+Plugins that fill a fixed number of rows of every global batch (GeRe's `per_batch` mixing)
+reserve them: the task order then yields one group of B − k task rows per step, the plugin
+completes it to B rows (`compose_step`), and only then is it cut into micro-batches. Without
+such a plugin the planner draws micro-batches exactly as before.
 """
 
 from __future__ import annotations
@@ -48,10 +53,15 @@ class StepPlan:
 
     plans: list[BatchPlan]
     loss_tokens: int
-    """Answer tokens of the whole step (all micro-batches, all ranks): the loss divides by it."""
+    """Answer tokens of the step's task rows (all micro-batches, all ranks): their loss divides
+    by it."""
     tokens: int
     samples: int
     replayed: int
+    general_rows: int = 0
+    """Rows of general text (`task_of` -1, GeRe): a loss group of their own (train/step.py)."""
+    general_tokens: int = 0
+    """Loss tokens of the general rows (tokens 2..L of each)."""
 
     def local(self, rank: int, world: int) -> list[BatchPlan]:
         """This rank's contiguous slice of every global micro-batch."""
@@ -76,24 +86,80 @@ class StepPlanner:
         composers: list[Plugin],
         ctx: Context,
         grad_accum: int,
+        step_composers: list[Plugin] | None = None,
+        micro_rows: int | None = None,
     ) -> None:
+        """With `step_composers`, `order` yields one group of task rows per step and each
+        global micro-batch has `micro_rows` rows (per-process batch × processes)."""
         self.store, self.order, self.composers, self.ctx = store, order, composers, ctx
         self.grad_accum = grad_accum
+        self.step_composers = step_composers or []
+        self.micro_rows = micro_rows or order.batch_size
+
+    def _micro_plans(self, step: int) -> list[BatchPlan]:
+        if not self.step_composers:
+            out = []
+            for m in range(self.grad_accum):
+                ids = self.order.batch(step * self.grad_accum + m)
+                out.append(BatchPlan(ids, [False] * len(ids)))
+            return out
+        ids = self.order.batch(step)
+        whole = BatchPlan(ids, [False] * len(ids))
+        rows = self.micro_rows * self.grad_accum
+        for plugin in self.step_composers:
+            whole = plugin.compose_step(self.ctx, whole, rows)
+        if len(whole.sample_ids) != rows:
+            raise RuntimeError(f"a step was composed to {len(whole.sample_ids)} rows, not {rows}")
+        b = self.micro_rows
+        return [
+            BatchPlan(whole.sample_ids[m * b : (m + 1) * b], whole.is_replay[m * b : (m + 1) * b])
+            for m in range(self.grad_accum)
+        ]
 
     def plan(self, step: int) -> StepPlan:
         plans = []
-        for m in range(self.grad_accum):
-            ids = self.order.batch(step * self.grad_accum + m)
-            plan = BatchPlan(ids, [False] * len(ids))
+        for plan in self._micro_plans(step):
             for plugin in self.composers:
                 plan = plugin.compose_batch(self.ctx, plan)
             plans.append(plan)
         rows = [i for p in plans for i in p.sample_ids]
+        store = self.store
+        general = [i for i in rows if store.task_of[i] < 0]
         return StepPlan(
             plans=plans,
-            loss_tokens=sum(self.store.loss_tokens[i] for i in rows),
-            tokens=sum(len(self.store.input_ids[i]) for i in rows),
+            loss_tokens=sum(store.loss_tokens[i] for i in rows if store.task_of[i] >= 0),
+            tokens=sum(len(store.input_ids[i]) for i in rows),
             samples=len(rows),
             replayed=sum(sum(p.is_replay) for p in plans),
+            general_rows=len(general),
+            general_tokens=sum(store.loss_tokens[i] for i in general),
         )
 
+
+
+def task_planner(
+    store: SampleStore,
+    pool: list[int],
+    seed: int,
+    task_index: int,
+    ctx: Context,
+    micro_rows: int,
+    grad_accum: int,
+    composers: list[Plugin],
+    step_composers: list[Plugin],
+    reserved: int,
+) -> StepPlanner:
+    """The planner of one task: micro-batches of `micro_rows` global rows drawn from the task
+    order, or, when plugins reserve rows of each step, one group of B − reserved task rows per
+    step that those plugins complete to B = micro_rows × grad_accum."""
+    if not (step_composers and reserved):
+        order = TaskOrder(pool, seed, task_index, micro_rows)
+        return StepPlanner(store, order, composers, ctx, grad_accum)
+    group = micro_rows * grad_accum - reserved
+    if group < 1:
+        raise ValueError(
+            f"plugins reserve {reserved} rows of every global batch of {micro_rows * grad_accum}"
+            " rows, leaving none for the task; raise train.batch_size or train.grad_accum"
+        )
+    order = TaskOrder(pool, seed, task_index, group)
+    return StepPlanner(store, order, composers, ctx, grad_accum, step_composers, micro_rows)

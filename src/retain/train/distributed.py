@@ -46,13 +46,17 @@ def global_view(
         batch = collate(store, global_plan, pad_id)
         total = (losses * counts).sum() / counts.sum().clamp(min=1)
         out.append(
-            (batch, StepOutputs(None, losses.cpu(), counts.cpu(), total.cpu(), hidden_states=None))
+            (batch, StepOutputs(None, losses.cpu(), counts.cpu(), total.cpu()))
         )
     return out
 
 
+SHARED_LOSSES = ("task", "general_lm")
+"""Losses logged as per-rank shares of a global mean (train/step.py): summed over ranks."""
+
+
 def reduce_losses(accelerator: Accelerator, losses: dict[str, Any]) -> dict[str, float]:
-    """Logged losses of the whole step: the task loss is a sum of per-rank shares of the global
+    """Logged losses of the whole step: the CE groups are sums of per-rank shares of the global
     mean (so summed), plugin losses are per-rank means (so averaged)."""
     if accelerator.num_processes == 1:
         return {name: float(v) for name, v in losses.items()}
@@ -61,7 +65,8 @@ def reduce_losses(accelerator: Accelerator, losses: dict[str, Any]) -> dict[str,
     total = accelerator.reduce(values.to(accelerator.device), "sum").cpu()
     world = accelerator.num_processes
     return {
-        n: float(total[i]) if n == "task" else float(total[i]) / world for i, n in enumerate(names)
+        n: float(total[i]) if n in SHARED_LOSSES else float(total[i]) / world
+        for i, n in enumerate(names)
     }
 
 

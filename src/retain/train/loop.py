@@ -41,7 +41,8 @@ from retain.methods.registry import build_plugins
 from retain.progress import progress
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
 from retain.results.trackers import Trackers
-from retain.train.batches import StepPlanner, TaskOrder
+from retain.train.batches import TaskOrder as TaskOrder  # re-exported (benchmarks)
+from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb
 from retain.train.distributed import (
     global_view,
@@ -58,7 +59,7 @@ from retain.train.resume import (
     save_state,
     write_fingerprint,
 )
-from retain.train.step import accumulate_gradients
+from retain.train.step import LossScales, accumulate_gradients
 
 
 @dataclass
@@ -137,6 +138,7 @@ class ContinualTrainer:
             tokenizer=tokenizer,
             log_event=self.log.write,
             score_examples=self._score_examples,
+            autocast=self.accelerator.autocast,
         )
         for plugin in self._with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
@@ -152,6 +154,12 @@ class ContinualTrainer:
         self.examples = ExampleResults()
         self.ties: dict[str, dict[str, int]] = {}  # task -> stage -> examples with tied options
         self.needs_hidden = any(p.needs_hidden_states for p in self.plugins)
+        self.hidden_source: torch.nn.Module | None = None
+        """The decoder stack whose last hidden state `StepOutputs.final_hidden` carries."""
+        if self.needs_hidden:
+            from retain.models.hidden import decoder_module
+
+            self.hidden_source = decoder_module(self.accelerator.unwrap_model(self.model))
         self.optimizer: Any = None
         self.scheduler: Any = None
 
@@ -194,10 +202,16 @@ class ContinualTrainer:
         norm = ev.loglik_norm
         return example_scores(model, self.tokenizer, data, ev.batch_size, loglik_norm=norm)
 
+    def reserved_rows(self) -> int:
+        """Rows of every global batch that plugins fill themselves (`compose_step`)."""
+        return sum(p.reserved_rows(self.ctx) for p in self._with("compose_step"))
+
     def steps_for(self, pool_size: int, budget: TaskBudget | None = None) -> int:
-        """Optimizer steps of a task: its own budget from the stream file, else train.*."""
+        """Optimizer steps of a task: its own budget from the stream file, else train.*; an
+        epoch is one pass over the pool, so rows reserved by plugins do not count."""
         tc = self.config.train
         per_step = tc.batch_size * tc.grad_accum * self.accelerator.num_processes
+        per_step -= self.reserved_rows()
         return task_steps(
             budget or TaskBudget(), tc.steps_per_task, tc.epochs_per_task, pool_size, per_step
         )
@@ -284,8 +298,10 @@ class ContinualTrainer:
             ctx.task_step = start_step
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         # the same global order on every rank (see train/batches.py)
-        order = TaskOrder(pool, self.config.seed, t, tc.batch_size * world)
-        planner = StepPlanner(self.store, order, self._with("compose_batch"), ctx, tc.grad_accum)
+        planner = task_planner(
+            self.store, pool, self.config.seed, t, ctx, tc.batch_size * world, tc.grad_accum,
+            self._with("compose_batch"), self._with("compose_step"), self.reserved_rows(),
+        )
         lossers, after = self._with("extra_loss"), self._with("after_step")
         pad_id = int(self.tokenizer.pad_token_id)
         self.model.train()
@@ -298,8 +314,8 @@ class ContinualTrainer:
             plan = planner.plan(step)
             batches = [collate(self.store, p, pad_id) for p in plan.local(rank, world)]
             tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
-            scale = world / max(plan.loss_tokens, 1)  # see train/step.py
-            step_losses, micro = accumulate_gradients(self, batches, scale, lossers)
+            scales = LossScales.of(plan, world)  # see train/step.py
+            step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()
@@ -313,6 +329,8 @@ class ContinualTrainer:
             ctx.count("samples", samples)
             ctx.count("tokens", tokens)
             ctx.count("replayed_rows", replayed)
+            if plan.general_rows:
+                ctx.count("general_rows", plan.general_rows)
             seconds = time.perf_counter() - step_start
             if ctx.task_step % tc.log_every == 0 or ctx.task_step == steps:
                 record_losses = reduce_losses(self.accelerator, step_losses)
@@ -329,6 +347,7 @@ class ContinualTrainer:
                         "tokens": tokens,
                         "samples": samples,
                         "replayed": replayed,
+                        **({"general": plan.general_rows} if plan.general_rows else {}),
                         "seconds": seconds,
                         "tokens_per_s": tokens / seconds if seconds > 0 else None,
                         "lr": self.scheduler.get_last_lr()[0],

@@ -1,36 +1,80 @@
 """The gradients of one optimizer step: forward and backward over this rank's micro-batches.
 
-The task loss of the step is the mean NLL over every answer token of the whole step (all
-micro-batches, all processes): each micro-batch contributes its summed NLL times `scale`
+The task loss of the step is the mean NLL over every answer token of the step's task rows (all
+micro-batches, all processes): each micro-batch contributes its summed NLL times a scale
 (= processes / answer tokens of the step; DDP averages gradients over processes), so how rows
 are split into micro-batches or ranks cannot change the update. Plugin losses are per-micro-
 batch means and are averaged over the step's micro-batches.
+
+General-text rows (`task_of` -1, added by GeRe) form a loss group of their own, so that a
+500-token document cannot swamp a 3-token answer. gere.md's per-row semantics: the step's loss
+is `(n_task/n) · CE_task + (n_general/n) · CE_general (+ the general rows' share of w · L_aux)`,
+each CE a token mean over its own rows and n counting the step's rows. Decision: the groups'
+token means are taken over the whole step (not each micro-batch), as the task loss always was,
+so gradient accumulation still equals one big batch. A step without general rows computes
+exactly what it did before (same operations, bit for bit).
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from retain.data.encoding import Batch
 from retain.methods.base import Plugin, StepOutputs
+from retain.models.hidden import capture_final_hidden
+from retain.train.batches import StepPlan
 from retain.train.devices import token_losses
 
 if TYPE_CHECKING:
     from retain.train.loop import ContinualTrainer
 
 
+@dataclass(frozen=True)
+class LossScales:
+    """What one micro-batch's summed NLL of each group and its plugin losses are multiplied by."""
+
+    task: float
+    general: float = 0.0
+    micro_batches: int = 1
+    step_rows: int = 1
+    world: int = 1
+
+    @classmethod
+    def of(cls, plan: StepPlan, world: int) -> LossScales:
+        if not plan.general_rows:
+            return cls(world / max(plan.loss_tokens, 1), 0.0, len(plan.plans), plan.samples, world)
+        rows = max(plan.samples, 1)
+        task_share = (rows - plan.general_rows) / rows
+        return cls(
+            task=world * task_share / max(plan.loss_tokens, 1),
+            general=world * (plan.general_rows / rows) / max(plan.general_tokens, 1),
+            micro_batches=len(plan.plans),
+            step_rows=rows,
+            world=world,
+        )
+
+    def weigh(self, plugin: Plugin, batch: Batch, value: torch.Tensor) -> torch.Tensor:
+        """One plugin loss of one micro-batch as it enters the step (`Plugin.loss_weighting`)."""
+        if plugin.loss_weighting == "general_rows":
+            general = int((batch.task_ids < 0).sum())
+            return value * (self.world * general / self.step_rows)
+        return value / self.micro_batches
+
+
 def forward(
-    model: torch.nn.Module, batch: Batch, needs_hidden: bool
+    model: torch.nn.Module, batch: Batch, decoder: torch.nn.Module | None = None
 ) -> tuple[StepOutputs, torch.Tensor]:
-    """The step outputs plugins see, and the summed answer-token NLL of the batch."""
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        output_hidden_states=needs_hidden,
-    )
+    """The step outputs plugins see, and the per-row summed answer-token NLL of the batch.
+
+    With `decoder` (some plugin needs hidden states), its last hidden state is captured by a
+    forward hook for `StepOutputs.final_hidden`; every other layer's activations stay private.
+    """
+    with capture_final_hidden(decoder) if decoder is not None else nullcontext() as capture:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     nll_sum, counts = token_losses(out.logits, batch.labels)
     total = counts.sum().clamp(min=1)
     outputs = StepOutputs(
@@ -38,13 +82,28 @@ def forward(
         per_sample_loss=nll_sum / counts.clamp(min=1),
         answer_tokens=counts,
         task_loss=nll_sum.sum() / total,
-        hidden_states=out.hidden_states if needs_hidden else None,
+        final_hidden=capture.take() if capture is not None else None,
     )
-    return outputs, nll_sum.sum()
+    return outputs, nll_sum
+
+
+def group_losses(
+    nll_sum: torch.Tensor, batch: Batch, scales: LossScales
+) -> dict[str, torch.Tensor]:
+    """The micro-batch's scaled CE parts: `task` (task rows) and, in a step with general rows,
+    `general_lm` (general rows; present on every rank and micro-batch, zero where there are
+    none, so that ranks log the same names)."""
+    if scales.general == 0.0:
+        return {"task": nll_sum.sum() * scales.task}
+    general = (batch.task_ids < 0).to(nll_sum.device)
+    return {
+        "task": nll_sum[~general].sum() * scales.task,
+        "general_lm": nll_sum[general].sum() * scales.general,
+    }
 
 
 def accumulate_gradients(
-    trainer: ContinualTrainer, batches: list[Batch], scale: float, lossers: list[Plugin]
+    trainer: ContinualTrainer, batches: list[Batch], scales: LossScales, lossers: list[Plugin]
 ) -> tuple[dict[str, Any], list[tuple[Batch, StepOutputs]]]:
     """Backward over every micro-batch (gradients synchronised on the last one only); returns
     the step's named losses (detached, this rank's share) and the detached outputs."""
@@ -57,17 +116,20 @@ def accumulate_gradients(
         sync = m == len(batches) - 1
         with accelerator.no_sync(model) if not sync else nullcontext():
             with accelerator.autocast():
-                outputs, nll_total = forward(model, batch, trainer.needs_hidden)
-                task_part = nll_total * scale
-                loss = task_part
-                named = {"task": task_part.detach() / world}
+                outputs, nll_sum = forward(model, batch, trainer.hidden_source)
+                parts = group_losses(nll_sum, batch, scales)
+                loss = parts["task"]
+                if "general_lm" in parts:
+                    loss = loss + parts["general_lm"]
+                named = {name: part.detach() / world for name, part in parts.items()}
                 for plugin in lossers:
                     for name, value in plugin.extra_loss(ctx, batch, outputs).items():
-                        loss = loss + value / len(batches)  # per-micro-batch means
-                        named[name] = value.detach() / len(batches)
+                        weighted = scales.weigh(plugin, batch, value)
+                        loss = loss + weighted
+                        named[name] = weighted.detach()
             accelerator.backward(loss)
         for name, value in named.items():
             step_losses[name] = step_losses.get(name, 0.0) + value
         micro.append((batch, outputs.detached()))
-        del outputs, loss, task_part
+        del outputs, loss, parts
     return step_losses, micro

@@ -15,8 +15,9 @@ class GeneralReplayConfig(Section):
     source: str = Field(
         "self",
         description="the general replay set: a local file (jsonl/json/parquet/txt with a "
-        "`text` field), `hf:<id>[:<config>]:<split>`, or `self` (the untouched base model "
-        "writes it from varied opening prompts before training, seeded)",
+        "`text` field; relative paths from the working directory, else from data.data_dir), "
+        "`hf:<id>[:<config>]:<split>`, or `self` (the untouched base model writes it from "
+        "varied opening prompts before training, seeded)",
     )
     size: int = Field(1000, gt=0, description="rows of the replay set (paper: 1000)")
     max_tokens: int = Field(
@@ -39,3 +40,34 @@ class GeneralReplayConfig(Section):
         "it; per_batch: exactly `per_batch_rows` replay rows in every global batch",
     )
     per_batch_rows: int = Field(1, gt=0, description="k of per_batch mixing (k < global batch)")
+    cache: Literal["memory", "mmap"] = Field(
+        "memory",
+        description="where the compact state cache (1.6 bits per element) lives during "
+        "training: in memory, or memory-mapped from a file in the run directory",
+    )
+    teacher_topk: int = Field(
+        64,
+        gt=0,
+        description="kl under full fine-tuning: base-model log-probabilities kept per token "
+        "(the rest is one tail bucket)",
+    )
+    self_decoding: Literal["sample", "greedy"] = Field(
+        "sample",
+        description="source `self`: how the base model continues the opening prompts (greedy "
+        "repeats a prompt's document, so sampling is the default)",
+    )
+    self_temperature: float = Field(
+        0.8, gt=0, description="source `self`, sampling: softmax temperature"
+    )
+    self_top_p: float = Field(
+        0.95, gt=0, le=1, description="source `self`, sampling: nucleus (top-p) mass"
+    )
+    self_batch_size: int = Field(
+        16, gt=0, description="source `self`: documents generated together"
+    )
+    target_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="rows per forward when the base model's targets are computed; null: "
+        "train.batch_size (the training forward's shape)",
+    )

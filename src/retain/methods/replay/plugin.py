@@ -123,10 +123,22 @@ class ReplayPlugin(Plugin):
             weights = self.memory.probabilities(self.buffer.ids)
         drawn = self.buffer.draw(n, self.rng, weights)
         keep = len(plan.sample_ids) - n
+        if any(plan.is_replay) or any(ctx.store.task_of[i] < 0 for i in plan.sample_ids):
+            return self._replace_task_rows(ctx, plan, [int(i) for i in drawn])
         return BatchPlan(
             sample_ids=list(plan.sample_ids[:keep]) + [int(i) for i in drawn],
             is_replay=list(plan.is_replay[:keep]) + [True] * n,
         )
+
+    @staticmethod
+    def _replace_task_rows(ctx: Context, plan: BatchPlan, drawn: list[int]) -> BatchPlan:
+        """Replay into the last rows of the current task only, so rows another plugin placed
+        (GeRe's general text, flagged replay or `task_of` -1) stay where they were."""
+        ids, flags = list(plan.sample_ids), list(plan.is_replay)
+        free = [r for r in range(len(ids)) if not flags[r] and ctx.store.task_of[ids[r]] >= 0]
+        for r, sample in zip(free[max(len(free) - len(drawn), 0) :], drawn, strict=False):
+            ids[r], flags[r] = sample, True
+        return BatchPlan(ids, flags)
 
     def _begin_event(self, ctx: Context, window: tuple[int, int]) -> None:
         lam = self.current_lam(ctx)
@@ -159,8 +171,9 @@ class ReplayPlugin(Plugin):
                 self.memory.observe(batch.sample_ids.cpu().numpy(), losses, now)
                 if self.memory.refresh_due(now):
                     self.memory.refresh(now)
-            if isinstance(self.trigger, LossTrigger):
-                self._observe_loss(ctx, losses[~is_replay])
+            if isinstance(self.trigger, LossTrigger):  # the current task's rows only
+                task_rows = ~is_replay & (batch.task_ids.cpu().numpy() >= 0)
+                self._observe_loss(ctx, losses[task_rows])
         if isinstance(self.trigger, AccuracyTrigger) and self.trigger.probe_due(ctx.task_step):
             self._probe(ctx)
 

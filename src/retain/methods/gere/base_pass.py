@@ -1,0 +1,104 @@
+"""The one pass of the untouched model over the replay set, before the first task.
+
+It yields everything GeRe needs from the base model: the per-dimension moments (thresholds) and
+the compact state cache for `tm`, and under full fine-tuning the teacher cache for `kl`/`l1`/
+`l2`. The rows are batched like training micro-batches (`general.target_batch_size`, default
+`train.batch_size`), right-padded, and run through the training forward's model call, autocast
+and hidden-state hook with dropout off, so a training forward of the unchanged model reproduces
+the targets (on CPU bit for bit; the first step's L_TM is logged to show it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from retain.data.encoding import BatchPlan, SampleStore, collate
+from retain.methods.gere.losses import topk_teacher
+from retain.methods.gere.targets import ActivationBuffer, Moments, StateCache, thresholds
+from retain.methods.gere.teacher import TeacherCache, base_forward
+
+
+@dataclass
+class BaseOutputs:
+    """What the pass produced: thresholds and states (tm), or a teacher cache (full FT)."""
+
+    moments: dict[str, torch.Tensor]
+    cache: StateCache | None = None
+    teacher: TeacherCache | None = None
+
+
+class _Teacher:
+    """Fills a teacher cache batch by batch (allocated once the sizes are known)."""
+
+    def __init__(self, loss: str, tokens: int, topk: int) -> None:
+        self.loss, self.tokens, self.topk = loss, tokens, topk
+        self.cache: TeacherCache | None = None
+
+    def add(self, start: int, hidden: torch.Tensor | None, logits: torch.Tensor) -> None:
+        if self.loss == "kl":
+            values, ids = topk_teacher(logits, self.topk)
+            if self.cache is None:
+                self.cache = TeacherCache.empty("kl", self.tokens, 0, logits.shape[-1], self.topk)
+            self.cache.write(start, {"log_probs": values, "ids": ids.int()})
+            return
+        assert hidden is not None
+        if self.cache is None:
+            self.cache = TeacherCache.empty(self.loss, self.tokens, hidden.shape[1], 0, 0)
+        self.cache.write(start, {"hidden": hidden})
+
+
+def run_base_pass(
+    model: nn.Module,
+    decoder: nn.Module | None,
+    store: SampleStore,
+    first: int,
+    offsets: np.ndarray,
+    pad_id: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    batch_size: int,
+    states: bool,
+    teacher_loss: str | None = None,
+    topk: int = 64,
+) -> BaseOutputs:
+    """Run the model over store rows `first ..` (the replay set, token `offsets` per row);
+    `states`: compute thresholds and the state cache; `teacher_loss`: fill that teacher cache."""
+    rows, tokens = len(offsets) - 1, int(offsets[-1])
+    moments: Moments | None = None
+    buffer: ActivationBuffer | None = None
+    teacher = _Teacher(teacher_loss, tokens, topk) if teacher_loss else None
+    filled = 0
+    for start in range(0, rows, batch_size):
+        ids = list(range(first + start, first + min(start + batch_size, rows)))
+        batch = collate(store, BatchPlan(ids, [False] * len(ids)), pad_id).to(device)
+        hidden, logits = base_forward(model, decoder, batch.input_ids, batch.attention_mask,
+                                      autocast)
+        mask = batch.attention_mask.bool()
+        h = hidden[mask] if hidden is not None else None
+        if states:
+            assert h is not None, "states need the final hidden states"
+            if moments is None or buffer is None:
+                moments, buffer = Moments(h.shape[1]), ActivationBuffer(tokens, h.shape[1])
+            moments.update(h.float())
+            buffer.add(h.float())
+        if teacher is not None:
+            teacher.add(filled, h, logits[mask])
+        filled += int(mask.sum())
+    out = BaseOutputs({}, teacher=teacher.cache if teacher is not None else None)
+    if states:
+        assert moments is not None and buffer is not None
+        mean, std = moments.mean, moments.std
+        tau_pos, tau_neg = thresholds(mean, std)
+        out.moments = {"mean": mean, "std": std, "tau_pos": tau_pos, "tau_neg": tau_neg}
+        out.cache = StateCache.build(buffer.values, offsets, tau_pos, tau_neg)
+        buffer.close()
+    if out.teacher is not None:
+        out.teacher.offsets = offsets
+    return out

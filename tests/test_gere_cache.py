@@ -39,7 +39,7 @@ def _source(tmp_path: Path, rows: int = 12) -> Path:
 def _trainer(tmp_path: Path, *extra: str) -> ContinualTrainer:
     cfg = load_config(None, [*TINY, f"output_dir={tmp_path}", "name=cache", "methods=[gere]",
                              f"general.source={_source(tmp_path)}", "general.size=10",
-                             "general.max_tokens=40", *extra])
+                             "general.max_tokens=40", "general.mixing=concat", *extra])
     return ContinualTrainer(cfg)
 
 

@@ -39,7 +39,7 @@ def general_source(folder: Path, rows: int = 12) -> Path:
 def gere_config(tmp_path: Path, *extra: str):
     return load_config(None, [*TINY, f"output_dir={tmp_path}",
                               f"general.source={general_source(tmp_path)}", "general.size=8",
-                              "general.max_tokens=48", *extra])
+                              "general.max_tokens=48", "general.mixing=concat", *extra])
 
 
 def events(run_dir: Path, kind: str) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ def _changed(stream: TaskStream, split: str) -> TaskStream:
                                               ("train", "tokenised training samples differ")])
 def test_resume_after_the_data_changed_is_refused(tmp_path: Path, split: str, words: str) -> None:
     cfg = tiny_config(tmp_path, "name=r", *SMALL)
-    stream = load_stream(cfg.data, cfg.seed)
+    stream = load_stream(cfg.data)
     run(cfg, stream=stream)
     with pytest.raises(ValueError) as err:
         run(cfg, stream=_changed(stream, split))

@@ -284,7 +284,10 @@ def test_bad_record_in_a_stream_names_file(tmp_path: Path) -> None:
 def test_general_suite() -> None:
     mmlu = mmlu_subset(DATA)
     assert (mmlu.name, mmlu.train, len(mmlu.test)) == ("mmlu", [], 57 * 10)
-    assert mmlu.test[0].options == ("A", "B", "C", "D")
+    first = mmlu.test[0]  # cloze: the answer texts are the options, the question the prompt
+    assert first.prompt.startswith("Question: ") and first.prompt.endswith("\nAnswer:")
+    assert len(first.options) == 4 and first.answer in first.options
+    assert not any(o in ("A", "B", "C", "D") for o in first.options)
     assert mmlu_subset(DATA).test == mmlu.test
     assert mmlu_subset(DATA, seed=1).test != mmlu.test
     two = mmlu_subset(DATA, per_subject=3, subjects=["anatomy", "astronomy"])
@@ -294,6 +297,8 @@ def test_general_suite() -> None:
 
     arc = arc_easy_subset(DATA, n=25)
     assert (arc.name, arc.train, len(arc.test)) == ("arc_easy", [], 25)
+    assert all(ex.answer in ex.options and not ex.options[0].startswith("answer")
+               and "Answer1" not in ex.prompt for ex in arc.test)
     assert arc.test == arc_easy_subset(DATA, n=25).test
 
     paragraphs = wikitext_paragraphs(DATA, n=20)
@@ -310,7 +315,9 @@ def test_mmlu_original_layout(tmp_path: Path) -> None:
     (folder / "anatomy_test.csv").write_text(rows)
     task = mmlu_subset(tmp_path, per_subject=5)
     assert len(task.test) == 5
-    assert all(ex.answer == "ABCD"[int(ex.prompt[1]) % 4] for ex in task.test)
+    for ex in task.test:  # scored as cloze: the answer is the text of the lettered choice
+        number = int(ex.prompt.removeprefix("Question: Q").split("?")[0])
+        assert ex.answer == "abcd"[number % 4] and ex.options == ("a", "b", "c", "d")
 
 
 # --- load-time checks: no empty test split, stop strings ---------------------------------
@@ -403,3 +410,19 @@ def test_builtin_data_follow_the_subsample_seed_not_the_run_seed() -> None:
     )
     assert [t.test for t in a.tasks] == [t.test for t in b.tasks]
     assert [t.test for t in a.tasks] != [t.test for t in c.tasks]
+
+
+def test_arc_choices_are_read_from_the_llm_adapters_instruction(tmp_path: Path) -> None:
+    folder = tmp_path / "llm_adapters_eval" / "ARC-Easy"
+    folder.mkdir(parents=True)
+    good = {"instruction": "Please choose the correct answer to the question: Which is a "
+            "gas?\n\nAnswer1: iron Answer2: steam Answer3: ice\n\nAnswer format: "
+            "answer1/answer2/answer3", "input": "", "output": "", "answer": "answer2"}
+    (folder / "test.json").write_text(json.dumps([good]))
+    (ex,) = arc_easy_subset(tmp_path, n=1).test
+    assert (ex.prompt, ex.options, ex.answer) == (
+        "Question: Which is a gas?\nAnswer:", ("iron", "steam", "ice"), "steam")
+    bad = {**good, "answer": "answer4"}
+    (folder / "test.json").write_text(json.dumps([good, bad]))
+    with pytest.raises(ValueError, match=r"test\.json.*record 1.*do not match"):
+        arc_easy_subset(tmp_path, n=2)

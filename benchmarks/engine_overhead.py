@@ -20,7 +20,8 @@ import torch
 
 from retain.config import load_config
 from retain.data.encoding import BatchPlan, collate
-from retain.train.loop import ContinualTrainer, TaskOrder
+from retain.train.batches import TaskOrder
+from retain.train.loop import ContinualTrainer
 
 
 def main() -> None:

@@ -30,8 +30,6 @@ from retain.data.task import Example, Task, TaskBudget, TaskStream, task_lr, tas
 from retain.eval.evaluate import (
     EncodedEvalSet,
     decoding_settings,
-    encode_eval_set,
-    example_scores,
     model_context_length,
     score_type,
 )
@@ -39,23 +37,21 @@ from retain.eval.row import RowEvaluator
 from retain.methods.base import Context, Plugin, overrides
 from retain.methods.registry import build_plugins
 from retain.progress import progress
-from retain.results.examples import EXAMPLES_FILE, ExampleResults
+from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers
-from retain.train.batches import TaskOrder as TaskOrder  # re-exported (benchmarks)
 from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb
 from retain.train.distributed import (
     global_view,
     plugin_state_digests,
     reduce_losses,
-    shards,
 )
+from retain.train.evaluation import evaluate_stage, export_adapter, score_examples
 from retain.train.outcome import final_metrics
 from retain.train.resume import (
     load_resume_state,
     open_run_dir,
     restore_rng,
-    run_fingerprint,
     save_state,
     write_fingerprint,
 )
@@ -123,7 +119,7 @@ class ContinualTrainer:
         task_samples = self._encode_training_data(self.stream)
         self.context_length = model_context_length(model)
         self.evaluator = RowEvaluator(config, self.stream, tokenizer, self.context_length)
-        self._probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
+        self.probe_sets: dict[tuple[str, int], EncodedEvalSet] = {}
         self.is_main = self.accelerator.is_main_process
         self.trackers = Trackers(
             self.accelerator, report_to is not None, config.name, config.model_dump(mode="json")
@@ -184,23 +180,7 @@ class ContinualTrainer:
         return pools
 
     def _score_examples(self, task: Task, examples: list[Example]) -> list[float]:
-        """Probe scoring for methods (accuracy-triggered replay); counted as extra passes."""
-        key = (task.name, len(examples))
-        if key not in self._probe_sets:
-            self._probe_sets[key] = encode_eval_set(
-                self.tokenizer,
-                task,
-                examples,
-                context_length=self.context_length,
-                max_prompt_tokens=self.config.eval.max_prompt_tokens,
-                split="valid",
-            )
-        data = self._probe_sets[key]
-        self.ctx.count("extra_forward_passes", data.forward_passes)
-        ev = self.config.eval
-        model = self.accelerator.unwrap_model(self.model)  # the same weights on every rank
-        norm = ev.loglik_norm
-        return example_scores(model, self.tokenizer, data, ev.batch_size, loglik_norm=norm)
+        return score_examples(self, task, examples)
 
     def reserved_rows(self) -> int:
         """Rows of every global batch that plugins fill themselves (`compose_step`)."""
@@ -218,43 +198,7 @@ class ContinualTrainer:
 
     # ----------------------------------------------------------------- evaluation
     def evaluate_row(self, stage: int) -> None:
-        # the unwrapped model: DDP's wrapper has no `generate`, and evaluation needs no sync
-        model = self.accelerator.unwrap_model(self.model)
-        cache = self.config.eval.row0_cache if stage == 0 else None
-        row = cached = None
-        if cache is not None:
-            from retain.eval.row0_cache import load_row0, row0_key
-
-            key = row0_key(self.config, run_fingerprint(self))
-            row = cached = load_row0(Path(cache), key)
-        if row is None:
-            row = self.evaluator.evaluate(
-                model, stage, self.matrix.needed_tasks(stage), shards(self.accelerator)
-            )
-            if cache is not None and self.is_main:
-                from retain.eval.row0_cache import save_row0
-
-                save_row0(Path(cache), key, row)
-        self.matrix.set_row(stage, row.scores, row.general)
-        for name, result in row.examples.items():
-            self.examples.set(stage, name, result.scores, extra=result.metrics)
-            if result.ties:
-                self.ties.setdefault(name, {})[str(stage)] = result.ties
-        for name, (nll_sums, counts) in row.perplexity_parts.items():
-            self.examples.set_perplexity(stage, name, nll_sums, counts)
-        if self.is_main:
-            self.matrix.to_csv(self.run_dir / "scores.csv")
-            self.examples.save(self.run_dir / EXAMPLES_FILE)
-        self.log.write(
-            {
-                "type": "eval",
-                "stage": stage,
-                "scores": row.scores,
-                "general": row.general,
-                "seconds": row.seconds,
-                "cached": cached is not None,
-            }
-        )
+        evaluate_stage(self, stage)
 
     # ----------------------------------------------------------------- checkpoints
     # What a checkpoint holds and when a resume is refused: train/resume.py.
@@ -378,22 +322,7 @@ class ContinualTrainer:
         )
 
     def save_adapter(self, t: int) -> None:
-        from accelerate.utils import DistributedType
-
-        from retain.models.adapters import save_adapter
-
-        state = None
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-            # sharded weights: gathered on every rank (a collective), written by the main one
-            state = self.accelerator.get_state_dict(self.model)
-        if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(self.model)
-            path = self.run_dir / "adapters" / f"task_{t + 1}"
-            exporters = self._with("export_adapter")  # at most one: the adapter method
-            if exporters:
-                exporters[0].export_adapter(self.ctx, model, path, state_dict=state)
-            else:
-                save_adapter(model, path, state_dict=state)
+        export_adapter(self, t)
 
     def run(self) -> RunResult:
         # restored from the newest intact checkpoint (data fingerprint checked), or None

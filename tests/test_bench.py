@@ -7,10 +7,8 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.seeds import t_quantile
 from retain.eval.uncertainty import bootstrap_metrics, point_metrics
 from retain.results.examples import ExampleResults
+from tests.killing import kill_during
 from tests.test_engine import TINY
 
 runner = CliRunner()
@@ -201,22 +200,12 @@ def test_an_interrupted_bench_resumes_its_run(tmp_path: Path) -> None:
                                                    "train.checkpoint_every=2",
                                                    "train.steps_per_task=8")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = tmp_path / "b" / "seed42" / "fixed" / "log.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        steps = [json.loads(x) for x in log.read_text().splitlines()
-                 if '"type": "step"' in x] if log.exists() else []
-        if steps and steps[-1]["task"] == 1 and steps[-1]["task_step"] >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (log.parent / "metrics.json").exists(), "killed too late to test resume"
+    run_dir = tmp_path / "b" / "seed42" / "fixed"
+    kill_during(cmd, run_dir, env, task_step=3)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "fixed (seed 42): resuming" in done.stdout
-    assert (log.parent / "metrics.json").exists()
+    assert (run_dir / "metrics.json").exists()
 
 
 def test_a_second_invocation_adds_its_runs_to_the_bench(tmp_path: Path) -> None:

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.killing import kill_during
 from tests.test_engine import TINY
 
 BASE = [*TINY, "data.num_tasks=3", "model.lora.dropout=0.0", "train.steps_per_task=4",
@@ -101,21 +100,8 @@ def test_two_processes_match_one_with_the_doubled_batch(tmp_path: Path, method: 
 def test_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     extra = ("methods=[mssr]", "train.steps_per_task=8", "train.checkpoint_every=2")
     whole = _run(tmp_path, "whole", 2, 2, *extra)
-    proc = subprocess.Popen(_command(tmp_path, "killed", 2, 2, *extra), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    killed = tmp_path / "killed"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        log = killed / "log.jsonl"
-        steps = [json.loads(x) for x in log.read_text().splitlines() if '"step"' in x] \
-            if log.exists() else []
-        if steps and steps[-1]["task"] == 1 and steps[-1]["task_step"] >= 3:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "metrics.json").exists(), "killed too late to test resume"
+    kill_during(_command(tmp_path, "killed", 2, 2, *extra), tmp_path / "killed", ENV,
+                task_step=3, timeout=240)
     resumed = _run(tmp_path, "killed", 2, 2, *extra)
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from safetensors.torch import load_file
 from retain.config import load_config
 from retain.eval.matrix import ScoreMatrix
 from retain.train.loop import run
+from tests.killing import kill_during, step_records
 
 TINY = [
     "model.name_or_path=tiny-random",
@@ -111,14 +110,6 @@ def _cli(run_dir_parent: Path, name: str, method: str) -> list[str]:
             "train.steps_per_task=8", f"methods=[{method}]", *RESUME_SETTINGS[method]]
 
 
-def _steps(run_dir: Path) -> list[dict]:
-    path = run_dir / "log.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return [json.loads(x) for x in lines if x.strip() and '"type": "step"' in x]
-
-
 @pytest.mark.parametrize("method", list(RESUME_SETTINGS))
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> None:
     """SIGKILL in the middle of task 2, start the same command again, compare with a run that
@@ -127,18 +118,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> N
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run(_cli(tmp_path, "whole", method), check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(_cli(tmp_path, "killed", method), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        steps = _steps(tmp_path / "killed")
-        if steps and steps[-1]["task"] == 1 and steps[-1]["task_step"] >= 5:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_during(_cli(tmp_path, "killed", method), tmp_path / "killed", env)
     assert (tmp_path / "killed" / "checkpoints" / "latest").exists()
-    assert not (tmp_path / "killed" / "metrics.json").exists(), "killed too late to test resume"
 
     resumed = subprocess.run(_cli(tmp_path, "killed", method), env=env, capture_output=True,
                              text=True)
@@ -152,8 +133,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> N
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    losses = [(r["step"], r["loss"], r["replayed"]) for r in _steps(whole)]
-    assert losses == [(r["step"], r["loss"], r["replayed"]) for r in _steps(killed)]
+    losses = [(r["step"], r["loss"], r["replayed"]) for r in step_records(whole)]
+    assert losses == [(r["step"], r["loss"], r["replayed"]) for r in step_records(killed)]
     if method == "accuracy_triggered":
         # a tiny random model learns too little for a probe to see a drop within 8 steps; the
         # probes themselves (their sample draws and best scores) must resume exactly

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +19,8 @@ from safetensors.torch import load_file
 
 from retain.models.tiny import tiny_model_and_tokenizer
 from retain.train.loop import ContinualTrainer, run
+from tests.killing import kill_during, step_records
 from tests.test_engine import TINY, tiny_config
-
-
-def _steps(run_dir: Path) -> list[dict]:
-    path = run_dir / "log.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if '"type": "step"' in x]
 
 
 @pytest.mark.parametrize("method", ["procl", "olora"])
@@ -69,7 +61,7 @@ def test_adapter_methods_compose_with_replay(tmp_path: Path, methods: str) -> No
     result = run(tiny_config(tmp_path, "name=mix", f"methods=[{methods}]", "data.num_tasks=3",
                              "train.steps_per_task=6"))
     assert result.metrics["cost"]["replayed_samples"] > 0
-    steps = _steps(result.run_dir)
+    steps = step_records(result.run_dir)
     if "olora" in methods:
         assert all({"task", "olora_orth", "olora_l2"} <= set(r["losses"]) for r in steps)
         assert any(r["losses"]["olora_orth"] > 0 for r in steps if r["task"] > 0)
@@ -91,17 +83,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, methods: str) -> 
     scores, every task's adapter and the per-step losses bit-identical."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(_cli(tmp_path, "whole", methods), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_cli(tmp_path, "killed", methods), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        steps = _steps(tmp_path / "killed")
-        if steps and steps[-1]["task"] == 1 and steps[-1]["task_step"] >= 5:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "metrics.json").exists(), "killed too late to test resume"
+    kill_during(_cli(tmp_path, "killed", methods), tmp_path / "killed", env)
     resumed = subprocess.run(_cli(tmp_path, "killed", methods), env=env, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -116,8 +98,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, methods: str) -> 
         for key in a:
             assert torch.equal(a[key], b[key]), (t, key)
     keys = ("step", "loss", "losses", "replayed")
-    assert [[r[k] for k in keys] for r in _steps(whole)] == \
-        [[r[k] for k in keys] for r in _steps(killed)]
+    assert [[r[k] for k in keys] for r in step_records(whole)] == \
+        [[r[k] for k in keys] for r in step_records(killed)]
     events = [[x for x in (d / "log.jsonl").read_text().splitlines() if '"procl_task' in x]
               for d in (whole, killed)]
     assert events[0] == events[1]

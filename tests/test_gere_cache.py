@@ -103,7 +103,7 @@ def test_memory_mapped_cache_reads_the_same_states(tmp_path: Path) -> None:
     plugin = trainer.plugins[0]
     plugin.on_stream_start(trainer.ctx)
     assert plugin.cache is not None and isinstance(plugin.cache.packed, np.memmap)
-    files = list(tmp_path.glob("cache/gere_states.rank*.u8"))
+    files = list(tmp_path.glob("cache/work/gere_states.rank*.u8"))
     assert len(files) == 1 and files[0].stat().st_size == plugin.cache.nbytes
     in_memory = _trainer(tmp_path / "mem").plugins[0]
     in_memory.on_stream_start(_trainer(tmp_path / "mem2").ctx)

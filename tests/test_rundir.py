@@ -95,6 +95,9 @@ def test_a_start_that_never_reached_its_first_checkpoint_may_be_reused(tmp_path:
     (run_dir / "log.jsonl").write_text("")
     (run_dir / ".lock").write_text("")
     refuse_foreign_files(run_dir)
+    (run_dir / "work").mkdir()  # a plugin's files rebuilt on a fresh start (GeRe's caches)
+    (run_dir / "work" / "gere_states.rank0.u8").write_bytes(b"\x00")
+    refuse_foreign_files(run_dir)
     (run_dir / "log.jsonl").write_text('{"type": "eval", "stage": 0}\n')
     with pytest.raises(RunDirError):
         refuse_foreign_files(run_dir)

@@ -28,6 +28,9 @@ START_FILES = frozenset(
     {LOCK_FILE, "config.yaml", "environment.json", "fingerprint.json", "log.jsonl"}
 )
 """What a run writes before its first checkpoint; a folder with only these holds no results."""
+WORK_DIR = "work"
+"""Where plugins keep files they rebuild on a fresh start (GeRe's memory-mapped state cache and
+teacher cache): a folder holding only these and `START_FILES` is a run that never got going."""
 RUN_MARKERS = frozenset({"config.yaml", "log.jsonl", "scores.csv", "metrics.json", "checkpoints"})
 """At least one of these is in every folder retain wrote; `--overwrite` clears no other."""
 
@@ -128,8 +131,9 @@ def _results_in_log(path: Path) -> bool:
 
 def _only_a_start(run_dir: Path, entries: list[Path]) -> bool:
     """Only files a run writes before its first checkpoint, and a log without results."""
-    if any(p.name not in START_FILES or not p.is_file() for p in entries):
-        return False
+    for p in entries:
+        if not (p.name in START_FILES and p.is_file() or p.name == WORK_DIR and p.is_dir()):
+            return False
     log, config = run_dir / "log.jsonl", run_dir / "config.yaml"
     if config.exists() and not _is_retain_config(config):
         return False

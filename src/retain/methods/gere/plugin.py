@@ -43,9 +43,10 @@ from retain.methods.gere.targets import StateCache
 from retain.methods.gere.teacher import TeacherCache, adapter_disabled, base_forward
 from retain.methods.names import GENERAL_REPLAY_METHODS
 from retain.models.hidden import decoder_module, unwrap_parallel
+from retain.results.rundir import WORK_DIR
 
 SAMPLER_SEED_TAG = 0x47455245
-TEACHER_FILE, STATES_FILE = "gere_teacher", "gere_states"
+TEACHER_FILE, STATES_FILE = "gere_teacher", "gere_states"  # under the run's WORK_DIR
 """Files in the run directory: the teacher cache (full fine-tuning) and the memory-mapped
 state cache (`general.cache: mmap`)."""
 
@@ -91,8 +92,11 @@ class GeneralReplayPlugin(Plugin):
 
     # ---------------------------------------------------------------- files of this process
     def _path(self, stem: str, suffix: str) -> Path:
-        """A file of this process in the run directory (each process keeps its own copy)."""
-        return self.config.run_dir / f"{stem}.rank{os.environ.get('RANK', '0')}{suffix}"
+        """A file of this process under the run directory's work folder (each process keeps
+        its own copy; a fresh start rebuilds it, so it never marks the folder as results)."""
+        folder = self.config.run_dir / WORK_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{stem}.rank{os.environ.get('RANK', '0')}{suffix}"
 
     # ---------------------------------------------------------------- the set and its targets
     def on_stream_start(self, ctx: Context) -> None:

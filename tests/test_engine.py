@@ -180,3 +180,19 @@ def test_a_replay_run_that_replayed_nothing_says_so(tmp_path: Path) -> None:
     busy = run(tiny_config(tmp_path, "name=busy", "methods=[fixed]", "data.num_tasks=2",
                            "replay.interval_units=0"))
     assert busy.metrics["cost"]["replayed_samples"] > 0 and busy.metrics["warnings"] == []
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}")
+def test_the_general_suite_can_be_scored_at_the_ends_only(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path, "name=ends", "train.steps_per_task=2", "data.num_tasks=3",
+        f"data.data_dir={DATA}", "eval.general.enabled=true", "eval.general.mmlu_per_subject=1",
+        "eval.general.mmlu_subjects=[anatomy]", "eval.general.arc_easy=4",
+        "eval.general.wikitext_paragraphs=2", "eval.general.every_task=false",
+    )
+    result = run(cfg)
+    matrix = ScoreMatrix.from_csv(result.run_dir / "scores.csv")
+    scored = ~torch.isnan(torch.tensor(matrix.G)).any(dim=1)
+    assert scored.tolist() == [True, False, False, True]
+    expected = sum(matrix.G[3, m] - matrix.G[0, m] for m in range(2)) / 2
+    assert result.metrics["general_delta"] == pytest.approx(expected, abs=1e-3)

@@ -154,6 +154,12 @@ class GeneralEvalConfig(Section):
     mmlu_subjects: list[str] | None = None
     arc_easy: int = Field(500, ge=0)
     wikitext_paragraphs: int = Field(200, ge=0)
+    every_task: bool = Field(
+        True,
+        description="score the suite after every task; false: before the first and after the "
+        "last task only, the rows general_delta and f1_general_ap use (a suite row costs "
+        "about as much as the training of a small task on a CPU)",
+    )
 
 
 class EvalConfig(Section):

@@ -108,9 +108,11 @@ class RowEvaluator:
         stage: int,
         tasks: list[int] | None = None,
         shards: Shards | None = None,
+        with_general: bool = True,
     ) -> RowScores:
-        """Scores of the tasks with indices `tasks` (default: all) and the general suite;
-        with `shards`, this process scores its share of every set and gets all results."""
+        """Scores of the tasks with indices `tasks` (default: all) and, unless `with_general`
+        is False, the general suite; with `shards`, this process scores its share of every set
+        and gets all results."""
         shards = shards or Shards()
         start = time.perf_counter()
         bs = self.config.eval.batch_size
@@ -130,7 +132,7 @@ class RowEvaluator:
         bar.close()
         general = {}
         parts: dict[str, tuple[list[float], list[int]]] = {}
-        for name, data in self.general.items():
+        for name, data in (self.general if with_general else {}).items():
             if name.endswith("_ppl"):
                 mine = [data[i] for i in shards.indices(len(data))]
                 every = shards.all_parts(text_nll_parts(model, self.tokenizer, mine, bs))

@@ -35,8 +35,14 @@ def _row(trainer: ContinualTrainer, stage: int) -> tuple[RowScores, bool]:
         cached = load_row0(Path(cache), key)
         if cached is not None:
             return cached, True
+    every = trainer.config.eval.general.every_task
+    last = trainer.matrix.num_tasks
     row = trainer.evaluator.evaluate(
-        model, stage, trainer.matrix.needed_tasks(stage), shards(trainer.accelerator)
+        model,
+        stage,
+        trainer.matrix.needed_tasks(stage),
+        shards(trainer.accelerator),
+        with_general=every or stage in (0, last),
     )
     if cache is not None and trainer.is_main:
         from retain.eval.row0_cache import save_row0

@@ -218,3 +218,22 @@ def test_a_second_invocation_adds_its_runs_to_the_bench(tmp_path: Path) -> None:
     assert methods == ["sequential", "fixed"] and seeds == [42, 43]
     assert sorted(runs) == [("fixed", 42), ("fixed", 43), ("sequential", 42)]
     assert "fixed" in json.loads((tmp_path / "b" / "bench.json").read_text())["methods"]
+
+
+def test_benches_on_the_same_test_examples_compare_and_others_are_refused(tmp_path: Path) -> None:
+    for name, method in (("one", "fixed"), ("two", "fixed")):
+        args = ["bench", "builtin", "--methods", method, "--no-references", *FAST,
+                f"output_dir={tmp_path}", f"name={name}"]
+        assert runner.invoke(app, args).exit_code == 0
+    out = tmp_path / "both"
+    result = runner.invoke(app, ["report", str(tmp_path / "one"), str(tmp_path / "two"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = (out / "bench.md").read_text()
+    assert "| fixed |" in table and "| fixed@two |" in table
+    other = ["bench", "builtin", "--methods", "fixed", "--no-references", *FAST,
+             f"output_dir={tmp_path}", "name=three", "data.max_test_per_task=3"]
+    assert runner.invoke(app, other).exit_code == 0
+    refused = runner.invoke(app, ["report", str(tmp_path / "one"), str(tmp_path / "three"),
+                                  "--out", str(out)])
+    assert refused.exit_code == 2 and "same stream and test examples" in refused.output

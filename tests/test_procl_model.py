@@ -20,9 +20,13 @@ from retain.models.adapters import prepare_for_finetuning
 from retain.models.tiny import tiny_model_and_tokenizer
 
 
+BOTH = "procl.factors=[lora_A,lora_B]"
+"""The mechanism is tested on both factors (the reference's decoder setting)."""
+
+
 def _setup(method: str = "procl", *extra: str) -> tuple[torch.nn.Module, ProCLPlugin, Context]:
     cfg = load_config(None, ["model.name_or_path=tiny-random", "model.lora.dropout=0.0",
-                             f"methods=[{method}]", *extra])
+                             f"methods=[{method}]", BOTH, *extra])
     model, _ = tiny_model_and_tokenizer()
     model = prepare_for_finetuning(model, cfg.model)
     plugin = build_adapter_plugin(cfg, method)
@@ -318,7 +322,9 @@ def test_state_round_trip_keeps_a_task_in_progress() -> None:
 
 
 def test_procl_factors_chooses_which_factors_are_wrapped() -> None:
-    """`procl.factors: [lora_A]` wraps A only (the reference's choice on Flan-T5)."""
+    """`procl.factors: [lora_A]`, the default, wraps A only (the reference's choice on
+    Flan-T5; ProCLConfig says why it is the default)."""
+    assert load_config(None, []).procl.factors == ["lora_A"]
     model, plugin, ctx = _setup("procl", "procl.factors=[lora_A]")
     layer = _layer(model)
     assert set(layer.procl.keys()) == {"A"}

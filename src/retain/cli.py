@@ -50,7 +50,7 @@ Overwrite = Annotated[
 
 _options = {"debug": False}
 REFERENCES = ("sequential", "multitask")
-DEMO_METHODS = ["sequential", "mssr"]
+DEMO_METHODS = ["sequential", "mssr+gere+procl"]
 """What `retain demo` compares: plain fine-tuning against the recipe."""
 
 
@@ -223,7 +223,8 @@ def demo_command(
     data_dir: DataDir = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """The built-in default: bundled SmolLM2-135M, built-in stream, sequential vs the recipe."""
+    """The built-in default: bundled SmolLM2-135M, built-in stream, sequential against the
+    recipe mssr+gere+procl, with the paired difference and its CI."""
     with _user_errors():
         text = resources.files("retain").joinpath("configs/demo.yaml").read_text()
         data = apply_overrides(load_yaml(text), _overrides(overrides, data_dir))

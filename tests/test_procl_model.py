@@ -19,7 +19,6 @@ from retain.methods.procl.program import executing_weight, masked_mean, pooling_
 from retain.models.adapters import prepare_for_finetuning
 from retain.models.tiny import tiny_model_and_tokenizer
 
-
 BOTH = "procl.factors=[lora_A,lora_B]"
 """The mechanism is tested on both factors (the reference's decoder setting)."""
 

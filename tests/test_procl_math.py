@@ -108,6 +108,44 @@ def test_reset_starts_a_task_from_the_carried_factor() -> None:
         assert torch.equal(a, b)  # the seeded generator alone decides the draw
 
 
+def test_gate_init_sets_the_slot_gates_of_every_task_start() -> None:
+    program = FactorProgram(8, 6, 4, 3, 1.0, programs=True, mlp_hidden=None, gate_init=-3.0)
+    assert torch.equal(program.gates.detach(), torch.full((4,), -3.0))
+    with torch.no_grad():
+        program.gates.add_(1.0)  # trained during the task
+    program.reset(torch.randn(8, 6), torch.Generator().manual_seed(5))
+    assert torch.equal(program.gates.detach(), torch.full((4,), -3.0))
+
+
+def test_default_gates_keep_a_task_start_near_the_carried_factor() -> None:
+    """The reason for `gate_init = −3` (ProCLConfig's docstring): with slots that share a
+    component, as a trained factor's do, s = 0 moves the first executing weight of a task far
+    from the carried factor and consolidation settles M at about twice it; −3 stays close."""
+    from retain.methods.procl.config import ProCLConfig
+
+    torch.manual_seed(0)
+    # 4 similar slots at a LoRA factor's scale (RMS ≈ 0.02, so γ ≈ 0.98)
+    carried = 0.02 * (torch.randn(2, 6).repeat(4, 1) + 0.1 * torch.randn(8, 6))
+
+    def drift(gate_init: float) -> tuple[float, float]:
+        program = FactorProgram(
+            8, 6, 4, 3, 1.0, programs=True, mlp_hidden=None, gate_init=gate_init
+        )
+        program.reset(carried, torch.Generator().manual_seed(1))
+        x = torch.randn(2, 5, 6)
+        memory = carried.clone()
+        first = program.executing(memory, x, None).detach()
+        for _ in range(200):  # consolidation with no task gradient: its fixed point
+            consolidate(memory, program.executing(memory, x, None).detach(), 0.1)
+        size = float(carried.norm())
+        return float((first - carried).norm()) / size, float(memory.norm()) / size
+
+    start, settled = drift(0.0)
+    assert start > 0.3 and settled > 1.7  # the paper's s = 0
+    start, settled = drift(ProCLConfig().gate_init)
+    assert start < 0.05 and 0.95 < settled < 1.06
+
+
 def test_consolidation_is_the_ema_rule() -> None:
     m_updated = torch.randn(8, 6)
     target = torch.randn(8, 6)

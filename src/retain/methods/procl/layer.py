@@ -154,6 +154,7 @@ def wrap_lora_factors(
                 programs=programs,
                 mlp_hidden=cfg.mlp_hidden if cfg.adapter_mlp else None,
                 dtype=base.weight.dtype,
+                gate_init=cfg.gate_init,
             ).to(base.weight.device)
             holder[factor.removeprefix("lora_")] = program
             wrapper = ProgramFactor(base, program, routing, len(wrapped))

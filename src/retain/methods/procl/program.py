@@ -159,16 +159,18 @@ class FactorProgram(nn.Module):
         programs: bool,
         mlp_hidden: int | None,
         dtype: torch.dtype = torch.float32,
+        gate_init: float = 0.0,
     ) -> None:
         super().__init__()
         if programs and rows % slots:
             raise ValueError(f"{rows} rows cannot be split into {slots} equal slots")
         self.rows, self.d, self.slots, self.temperature = rows, d, slots, temperature
+        self.gate_init = gate_init
         self.router: Router | None = None
         if programs:
             self.router = Router(d, key_dim, slots).to(dtype)
             self.keys = nn.Parameter(torch.zeros(slots, slots, key_dim, dtype=dtype))
-            self.gates = nn.Parameter(torch.zeros(slots, dtype=dtype))
+            self.gates = nn.Parameter(torch.full((slots,), gate_init, dtype=dtype))
             # shape (1,), not a 0-d scalar: the multi-process state digest views tensors as bytes
             self.gamma_logit = nn.Parameter(torch.zeros(1, dtype=dtype))
             self.register_buffer("w_orig", torch.zeros(rows, d, dtype=dtype))
@@ -232,13 +234,13 @@ class FactorProgram(nn.Module):
     @torch.no_grad()
     def reset(self, memory: torch.Tensor, generator: torch.Generator) -> None:
         """Start of a task from task 2 on: W_orig ← the carried factor, fresh router, keys,
-        gates (s = 0), γ logit from the new W_orig, and a fresh MLP."""
+        gates (s = `gate_init`), γ logit from the new W_orig, and a fresh MLP."""
         if self.router is not None:
             self.w_orig.copy_(memory.detach())
             _reset_linear(self.router.inp, generator)
             _reset_linear(self.router.out, generator)
             self.keys.copy_(torch.randn(self.keys.shape, generator=generator) * KEY_INIT_SCALE)
-            self.gates.zero_()
+            self.gates.fill_(self.gate_init)
             self.gamma_logit.fill_(gamma_logit(self.w_orig))
         if self.mlp is not None:
             self.mlp.reset(generator)

@@ -30,7 +30,7 @@ class ProCLConfig(Section):
     the built-in stream (5 tasks, 30 steps, lr 1e-3) the first training loss of task 5 was 14.5
     at s = 0 against 1.67 for sequential LoRA, and `ap` fell to 10.0 (sequential 45.0); at
     s = −3 ProCL's `ap` was 47.5 and the recipe `mssr+gere+procl` 60.0 (61.7 at s = −6, 20.8 at
-    s = 0). `gate_init: 0` restores the paper's initialisation.
+    s = 0; 48-token general rows). `gate_init: 0` restores the paper's initialisation.
     """
 
     slots: int = Field(4, gt=0, description="N: slots the program memory M is split into")

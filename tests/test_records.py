@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from retain.data.multiple_choice import from_multiple_choice
 from retain.data.readers import DataFormatError, read_records
 from retain.data.records import (
     OLORA_INSTRUCTIONS,
     from_alpaca,
     from_gsm8k,
-    from_multiple_choice,
     from_prompt_answer,
     from_sentence_label,
     from_text,

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from retain.config import ConfigError
+from retain.data.multiple_choice import multiple_choice_items
 from retain.data.readers import (
     DataFileNotFoundError,
     DataFormatError,
@@ -22,7 +23,7 @@ from retain.data.readers import (
     locate,
     read_records,
 )
-from retain.data.records import from_text, multiple_choice_items
+from retain.data.records import from_text
 from retain.data.streams import resolve_data_dir, seeded_subset
 from retain.data.task import Example, Task
 
@@ -82,14 +83,17 @@ def _adapters_choice(records: list[dict], source: str, i: int) -> tuple[str, lis
     match = _ADAPTERS_MC.match(str(rec.get("instruction", "")))
     answer = re.fullmatch(r"answer(\d+)", str(rec.get("answer", "")).strip())
     if match is None or answer is None:
-        raise DataFormatError(f"{locate(source, records, i)}: not an ARC choice record; "
-                              f"expected {expected}")
+        raise DataFormatError(
+            f"{locate(source, records, i)}: not an ARC choice record; expected {expected}"
+        )
     found = _ADAPTERS_CHOICE.findall(match["choices"])
     numbers = [int(k) for k, _ in found]
     index = int(answer[1]) - 1
     if numbers != list(range(1, len(found) + 1)) or not 0 <= index < len(found):
-        raise DataFormatError(f"{locate(source, records, i)}: choices {numbers} and answer "
-                              f"{rec.get('answer')!r} do not match; expected {expected}")
+        raise DataFormatError(
+            f"{locate(source, records, i)}: choices {numbers} and answer "
+            f"{rec.get('answer')!r} do not match; expected {expected}"
+        )
     return match["question"].strip(), [text.strip() for _, text in found], index
 
 

@@ -13,7 +13,8 @@ Each converter also declares the prompt's long passage (`Example.context`), the 
 may be shortened to fit a token budget: the O-LoRA text (its longest labelled field, such as
 `passage:`, when it has them, so that a MultiRC question after its paragraph is kept), and the
 alpaca `input`.
-Questions (multiple choice, GSM8K) declare none: they are never cut.
+Questions (multiple choice, GSM8K) declare none: they are never cut. Multiple-choice shapes
+live in `multiple_choice.py`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ _FIELD_LABEL = re.compile(
 Only the template's own labels count: a review or an answer may hold lines like `Pros: `."""
 
 
-def _fail(
+def record_error(
     source: str, records: Sequence[Any], i: int, field: str, problem: str, expected: str
 ) -> DataFormatError:
     """`file line 7 (record 6): field 'answer' missing; expected {prompt, answer}`."""
@@ -75,7 +76,7 @@ def _fail(
     )
 
 
-def _str_field(
+def str_field(
     records: Sequence[dict[str, Any]],
     source: str,
     i: int,
@@ -86,23 +87,25 @@ def _str_field(
     """A text field; `numbers` also accepts ints and floats (CSV-like data, numeric answers)."""
     rec = records[i]
     if field not in rec:
-        raise _fail(source, records, i, field, "missing", expected)
+        raise record_error(source, records, i, field, "missing", expected)
     value = rec[field]
     if isinstance(value, str):
         return value
     if numbers and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     kind = "text or a number" if numbers else "text"
-    raise _fail(source, records, i, field, f"is {type(value).__name__}, not {kind}", expected)
+    raise record_error(
+        source, records, i, field, f"is {type(value).__name__}, not {kind}", expected
+    )
 
 
 def _answer_field(
     records: Sequence[dict[str, Any]], source: str, i: int, field: str, expected: str
 ) -> str:
     """An answer: text or a number, never empty or only whitespace."""
-    value = _str_field(records, source, i, field, expected, numbers=True)
+    value = str_field(records, source, i, field, expected, numbers=True)
     if not value.strip():
-        raise _fail(source, records, i, field, "is empty", f"a non-empty answer; {expected}")
+        raise record_error(source, records, i, field, "is empty", f"a non-empty answer; {expected}")
     return value
 
 
@@ -148,10 +151,12 @@ def from_prompt_answer(
     opts = tuple(options) if options is not None else None
     out = []
     for i in range(len(records)):
-        prompt = _str_field(records, source, i, "prompt", expected)
+        prompt = str_field(records, source, i, "prompt", expected)
         answer = _answer_field(records, source, i, "answer", expected)
         if opts is not None and answer not in opts:
-            raise _fail(source, records, i, "answer", f"is {answer!r}", f"one of {list(opts)}")
+            raise record_error(
+                source, records, i, "answer", f"is {answer!r}", f"one of {list(opts)}"
+            )
         out.append(Example(prompt, answer, opts, trace_context(prompt)))
     return out
 
@@ -177,16 +182,18 @@ def from_sentence_label(
     opts = tuple(labels)
     out = []
     for i, rec in enumerate(records):
-        sentence = _str_field(records, source, i, "sentence", expected)
+        sentence = str_field(records, source, i, "sentence", expected)
         if "label" not in rec:
-            raise _fail(source, records, i, "label", "missing", expected)
+            raise record_error(source, records, i, "label", "missing", expected)
         label = rec["label"]
         if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(opts):
             label = opts[label]
         if label not in opts:
-            raise _fail(source, records, i, "label", f"is {label!r}", f"one of {list(opts)}")
+            raise record_error(source, records, i, "label", f"is {label!r}", f"one of {list(opts)}")
         if not str(label).strip():
-            raise _fail(source, records, i, "label", "is empty", f"a non-empty label; {expected}")
+            raise record_error(
+                source, records, i, "label", "is empty", f"a non-empty label; {expected}"
+            )
         prompt = sentence_prompt(instruction, opts, sentence)
         start = len(_option_header(instruction, opts))
         context = passage_span(prompt, start, start + len(sentence))
@@ -205,8 +212,8 @@ def from_alpaca(
     expected = "{instruction, input, output} (optionally answer)"
     out = []
     for i, rec in enumerate(records):
-        instruction = _str_field(records, source, i, "instruction", expected)
-        text = _str_field(records, source, i, "input", expected) if "input" in rec else ""
+        instruction = str_field(records, source, i, "instruction", expected)
+        text = str_field(records, source, i, "input", expected) if "input" in rec else ""
         prompt = f"{instruction}\n{text}" if text.strip() else instruction
         prompt += "\nAnswer:"
         start = len(instruction) + 1
@@ -216,7 +223,7 @@ def from_alpaca(
             options = tuple(c for c in match.group(1).split("/") if c)
             answer = _answer_field(records, source, i, "answer", expected)
             if answer not in options:
-                raise _fail(
+                raise record_error(
                     source, records, i, "answer", f"is {answer!r}", f"one of {list(options)}"
                 )
             out.append(Example(prompt, answer, options, context))
@@ -226,167 +233,6 @@ def from_alpaca(
                 Example(prompt, _answer_field(records, source, i, field, expected), None, context)
             )
     return out
-
-
-def mc_prompt(question: str, choices: Sequence[str]) -> str:
-    """`question`, one `A. choice` line per choice, then `Answer:`."""
-    lines = [question.rstrip()]
-    lines += [f"{LETTERS[k]}. {c}" for k, c in enumerate(choices)]
-    return "\n".join(lines) + "\nAnswer:"
-
-
-def from_multiple_choice(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
-    """Multiple choice, answered with a letter; three record shapes are understood.
-
-    - `{question, choices, answer}`: choices a list (or Hub-style `{text: [...], label: [...]}`),
-      answer an index, the choice text or a letter;
-    - MMLU CSV rows `{question, choice0..choiceN, answer}`, answer a 0-based index or a letter;
-    - ARC's official `{question: {stem, choices: [{text, label}]}, answerKey}`.
-    """
-    out = []
-    for question, choices, index in multiple_choice_items(records, source):
-        letters = tuple(LETTERS[: len(choices)])
-        out.append(Example(mc_prompt(question, choices), letters[index], letters))
-    return out
-
-
-def multiple_choice_items(
-    records: Sequence[dict[str, Any]], source: str
-) -> list[tuple[str, list[str], int]]:
-    """(question, choice texts, index of the right one) of each record, in the three shapes
-    `from_multiple_choice` reads; for prompts of one's own (e.g. cloze scoring)."""
-    items = []
-    for i, rec in enumerate(records):
-        if isinstance(rec.get("question"), dict):
-            items.append(_arc_record(records, source, i))
-        elif "choice0" in rec:
-            items.append(_mmlu_record(records, source, i))
-        else:
-            items.append(_choices_record(records, source, i))
-    return items
-
-
-_MC_EXPECTED = "{question, choices, answer}"
-
-
-def _choice_texts(
-    records: Sequence[dict[str, Any]], source: str, i: int, field: str, value: Any
-) -> list[str]:
-    if not isinstance(value, list | tuple) or len(value) < 2 or len(value) > len(LETTERS):
-        raise _fail(source, records, i, field, f"is {value!r}", "a list of 2 or more choices")
-    texts = []
-    for c in value:
-        if isinstance(c, bool) or not isinstance(c, str | int | float):
-            raise _fail(source, records, i, field, f"holds {c!r}", "choices as text")
-        texts.append(str(c))
-    return texts
-
-
-def _answer_index(
-    records: Sequence[dict[str, Any]],
-    source: str,
-    i: int,
-    field: str,
-    choices: Sequence[str],
-    by_text: bool,
-) -> int:
-    """The 0-based index of the right choice from an index, a letter or (if `by_text`) its text.
-
-    Text is tried before letters and digits, so a choice list like ["1", "2"] is not misread;
-    CSV rows never match by text because there a "1" is always an index.
-    """
-    rec = records[i]
-    if field not in rec:
-        raise _fail(source, records, i, field, "missing", _MC_EXPECTED)
-    value = rec[field]
-    n = len(choices)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if by_text and text in choices:
-            return list(choices).index(text)
-        if len(text) == 1 and text in LETTERS[:n]:
-            return LETTERS.index(text)
-        if text.isdigit() and int(text) < n:
-            return int(text)
-    raise _fail(
-        source,
-        records,
-        i,
-        field,
-        f"is {value!r}",
-        f"a 0-based index below {n}, a letter {LETTERS[0]}-{LETTERS[n - 1]}"
-        + (" or the text of a choice" if by_text else ""),
-    )
-
-
-def _choices_record(
-    records: Sequence[dict[str, Any]], source: str, i: int
-) -> tuple[str, list[str], int]:
-    rec = records[i]
-    question = _str_field(records, source, i, "question", _MC_EXPECTED)
-    if "choices" not in rec:
-        raise _fail(
-            source,
-            records,
-            i,
-            "choices",
-            "missing",
-            f"{_MC_EXPECTED}, MMLU {{question, choice0..choice3, answer}} or ARC "
-            "{question: {stem, choices}, answerKey}",
-        )
-    raw = rec["choices"]
-    if isinstance(raw, dict):
-        if "text" not in raw:
-            expected = "{text: [...], label: [...]}"
-            raise _fail(source, records, i, "choices", "has no 'text'", expected)
-        choices = _choice_texts(records, source, i, "choices.text", raw["text"])
-        labels = raw.get("label")
-        key = rec.get("answerKey")
-        if isinstance(labels, list) and isinstance(key, str) and key in labels:
-            return question, choices, labels.index(key)
-    else:
-        choices = _choice_texts(records, source, i, "choices", raw)
-    field = "answer" if "answer" in rec or "answerKey" not in rec else "answerKey"
-    return question, choices, _answer_index(records, source, i, field, choices, by_text=True)
-
-
-def _mmlu_record(
-    records: Sequence[dict[str, Any]], source: str, i: int
-) -> tuple[str, list[str], int]:
-    rec = records[i]
-    expected = "{question, choice0..choice3, answer}"
-    question = _str_field(records, source, i, "question", expected)
-    n = 0
-    while f"choice{n}" in rec:
-        n += 1
-    choices = [_str_field(records, source, i, f"choice{k}", expected, True) for k in range(n)]
-    if n < 2:
-        raise _fail(source, records, i, "choice1", "missing", expected)
-    return question, choices, _answer_index(records, source, i, "answer", choices, by_text=False)
-
-
-def _arc_record(
-    records: Sequence[dict[str, Any]], source: str, i: int
-) -> tuple[str, list[str], int]:
-    rec = records[i]
-    expected = "ARC {question: {stem, choices: [{text, label}]}, answerKey}"
-    q = rec["question"]
-    stem = q.get("stem")
-    if not isinstance(stem, str):
-        raise _fail(source, records, i, "question.stem", f"is {stem!r}", expected)
-    raw = q.get("choices")
-    if not isinstance(raw, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("text"), str) and "label" in c for c in raw
-    ):
-        raise _fail(source, records, i, "question.choices", f"is {raw!r}", expected)
-    choices = _choice_texts(records, source, i, "question.choices", [c["text"] for c in raw])
-    labels = [str(c["label"]) for c in raw]
-    key = rec.get("answerKey")
-    if str(key) not in labels:
-        raise _fail(source, records, i, "answerKey", f"is {key!r}", f"one of {labels}")
-    return stem, choices, labels.index(str(key))
 
 
 def gsm8k_answer(rationale: str) -> str:
@@ -399,15 +245,17 @@ def from_gsm8k(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
     expected = "{question, answer} with the answer ending in '#### <number>'"
     out = []
     for i in range(len(records)):
-        question = _str_field(records, source, i, "question", expected)
-        rationale = _str_field(records, source, i, "answer", expected)
+        question = str_field(records, source, i, "question", expected)
+        rationale = str_field(records, source, i, "answer", expected)
         _, sep, final = rationale.rpartition("####")
         if not sep or not final.strip():
-            raise _fail(source, records, i, "answer", "has no '#### <number>' ending", expected)
+            raise record_error(
+                source, records, i, "answer", "has no '#### <number>' ending", expected
+            )
         out.append(Example(f"Question: {question.strip()}\nAnswer:", gsm8k_answer(rationale)))
     return out
 
 
 def from_text(records: Sequence[dict[str, Any]], source: str) -> list[str]:
     """General-corpus `{text}` records (plain-text files are read as such)."""
-    return [_str_field(records, source, i, "text", "{text}") for i in range(len(records))]
+    return [str_field(records, source, i, "text", "{text}") for i in range(len(records))]

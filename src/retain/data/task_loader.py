@@ -17,6 +17,7 @@ from pathlib import Path
 
 from retain.config import ConfigError
 from retain.data import records as rec
+from retain.data.multiple_choice import from_multiple_choice
 from retain.data.readers import (
     HF_PREFIX,
     DataFileNotFoundError,
@@ -110,7 +111,7 @@ def _convert(
     if spec.format == "alpaca":
         return rec.from_alpaca(records, name)
     if spec.format == "multiple_choice":
-        return rec.from_multiple_choice(records, name)
+        return from_multiple_choice(records, name)
     return rec.from_gsm8k(records, name)
 
 
@@ -185,8 +186,7 @@ def overlap_warnings(
     if paths and valid_src.read_bytes() == test_src.read_bytes():  # type: ignore[union-attr]
         return [
             f"task {task!r}: validation file {valid_src} is byte-identical to test file "
-            f"{test_src}: choosing checkpoints or settings on it is choosing them on test; "
-            + fix
+            f"{test_src}: choosing checkpoints or settings on it is choosing them on test; " + fix
         ]
     test_prompts = {ex.prompt for ex in test}
     shared = sum(1 for ex in valid if ex.prompt in test_prompts)

@@ -20,15 +20,21 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from retain.config import DataConfig
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj",
                                                                   "o_proj"]}
 
 
-def retain_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, list[float]]]:
+def retain_run(
+    args: argparse.Namespace, out: Path
+) -> tuple[float, dict[str, list[float]], Path]:
     from retain.config import load_config
     from retain.results.examples import ExampleResults
     from retain.train.loop import run
@@ -49,7 +55,31 @@ def retain_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, li
     seconds = time.perf_counter() - start
     examples = ExampleResults.load(result.run_dir)
     final = {n: list(examples.get(args.tasks, n).scores) for n in examples.names()}
-    return seconds, final
+    return seconds, final, result.run_dir / "adapters" / f"task_{args.tasks}"
+
+
+def diy_scores_of(args: argparse.Namespace, adapter: Path) -> dict[str, list[float]]:
+    """The do-it-yourself evaluation of retain's final adapter (untimed): on the same model the
+    two evaluations must agree example by example, whatever the training order did."""
+    from peft import PeftModel
+
+    from retain.config import ModelConfig
+    from retain.data.streams import load_stream
+    from retain.models.loading import load_backbone
+
+    stream = load_stream(_data_config(args))
+    model, tokenizer = load_backbone(ModelConfig(name_or_path=args.model), torch.device("cpu"))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return _evaluate_all(PeftModel.from_pretrained(model, str(adapter)), tokenizer, stream)
+
+
+def _data_config(args: argparse.Namespace) -> DataConfig:
+    """The stream both sides train and test on (the first `--tasks` built-in tasks)."""
+    from retain.config import DataConfig
+
+    return DataConfig(stream="builtin", num_tasks=args.tasks, max_train_per_task=200,
+                       max_test_per_task=args.test, max_length=args.max_length, valid_per_task=0)
 
 
 def _naive_option_scores(model, tokenizer, ex) -> float:
@@ -101,15 +131,13 @@ def diy_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, list[
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from retain.config import DataConfig, ModelConfig
+    from retain.config import ModelConfig
     from retain.data.encoding import encode_train_example
     from retain.data.streams import load_stream
     from retain.models.loading import load_backbone
 
     start = time.perf_counter()
-    stream = load_stream(DataConfig(stream="builtin", num_tasks=args.tasks,
-                                    max_train_per_task=200, max_test_per_task=args.test,
-                                    max_length=args.max_length, valid_per_task=0))
+    stream = load_stream(_data_config(args))
     model, tokenizer = load_backbone(ModelConfig(name_or_path=args.model), torch.device("cpu"))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -155,8 +183,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     out = Path(tempfile.mkdtemp(prefix="pipeline-"))
-    retain_s, retain_row = retain_run(args, out)
+    retain_s, retain_row, retain_adapter = retain_run(args, out)
     diy_s, diy_row = diy_run(args, out)
+    parity = diy_scores_of(args, retain_adapter)
     print(f"stream: builtin, first {args.tasks} tasks; {args.steps} steps x 8 rows per task; "
           f"{args.test} test examples per task; model {args.model}")
     print(f"retain         {retain_s:8.1f} s")
@@ -170,7 +199,13 @@ def main() -> None:
         agree &= overlap
         print(f"  {name:<18} retain {a[0]:6.1f} [{a[1]:5.1f}, {a[2]:5.1f}]   "
               f"DIY {b[0]:6.1f} [{b[1]:5.1f}, {b[2]:5.1f}]   {'agree' if overlap else 'DIFFER'}")
-    print(f"final rows agree within their intervals: {'yes' if agree else 'NO'}")
+    print(f"final rows agree within their intervals: {'yes' if agree else 'NO'}  (one training "
+          "run each, in different data orders: the intervals cover test examples, not training)")
+    same = {n: sum(a == b for a, b in zip(retain_row[n], parity[n], strict=True))
+            for n in retain_row}
+    print("retain's final adapter scored by the do-it-yourself evaluation, example by example: "
+          + ", ".join(f"{n} {same[n]}/{len(parity[n])}" for n in retain_row)
+          + f"  -> {'identical' if all(same[n] == len(parity[n]) for n in same) else 'DIFFER'}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from retain.config import load_config
+from retain.config import RunConfig, load_config
 from retain.eval.matrix import ScoreMatrix
 from retain.train.loop import run
 from tests.killing import kill_during, step_records
@@ -152,12 +152,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> N
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
+def _with_general_suite(tmp_path: Path, *overrides: str) -> RunConfig:
+    """A tiny 2-step-per-task run that also scores a small general suite from the shared data."""
+    return tiny_config(
+        tmp_path, "train.steps_per_task=2", f"data.data_dir={DATA}", "eval.general.enabled=true",
+        "eval.general.mmlu_per_subject=1", "eval.general.arc_easy=4", *overrides,
+    )
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}")
 def test_general_ability_columns_are_scored_every_stage(tmp_path: Path) -> None:
-    cfg = tiny_config(
-        tmp_path, "name=general", "train.steps_per_task=2", "data.num_tasks=2",
-        f"data.data_dir={DATA}", "eval.general.enabled=true", "eval.general.mmlu_per_subject=1",
-        "eval.general.mmlu_subjects=[anatomy,astronomy,virology]", "eval.general.arc_easy=4",
+    cfg = _with_general_suite(
+        tmp_path, "name=general", "data.num_tasks=2",
+        "eval.general.mmlu_subjects=[anatomy,astronomy,virology]",
         "eval.general.wikitext_paragraphs=3",
     )
     result = run(cfg)
@@ -184,10 +191,8 @@ def test_a_replay_run_that_replayed_nothing_says_so(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}")
 def test_the_general_suite_can_be_scored_at_the_ends_only(tmp_path: Path) -> None:
-    cfg = tiny_config(
-        tmp_path, "name=ends", "train.steps_per_task=2", "data.num_tasks=3",
-        f"data.data_dir={DATA}", "eval.general.enabled=true", "eval.general.mmlu_per_subject=1",
-        "eval.general.mmlu_subjects=[anatomy]", "eval.general.arc_easy=4",
+    cfg = _with_general_suite(
+        tmp_path, "name=ends", "data.num_tasks=3", "eval.general.mmlu_subjects=[anatomy]",
         "eval.general.wikitext_paragraphs=2", "eval.general.every_task=false",
     )
     result = run(cfg)

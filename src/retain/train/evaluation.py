@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retain.eval.evaluate import encode_eval_set, example_scores
-from retain.methods.base import overrides
 from retain.results.examples import EXAMPLES_FILE
 from retain.train.distributed import shards
 from retain.train.resume import run_fingerprint
@@ -110,7 +109,7 @@ def export_adapter(trainer: ContinualTrainer, t: int) -> None:
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(trainer.model)
         path = trainer.run_dir / "adapters" / f"task_{t + 1}"
-        exporters = [p for p in trainer.plugins if overrides(p, "export_adapter")]
+        exporters = trainer.plugins_with("export_adapter")
         if exporters:  # at most one: the adapter method
             exporters[0].export_adapter(trainer.ctx, model, path, state_dict=state)
         else:

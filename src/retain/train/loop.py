@@ -12,6 +12,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from retain.data.encoding import (
     collate,
     encode_train_example,
 )
-from retain.data.task import Example, Task, TaskBudget, TaskStream, task_lr, task_steps
+from retain.data.task import TaskBudget, TaskStream, task_lr, task_steps
 from retain.eval.evaluate import (
     EncodedEvalSet,
     decoding_settings,
@@ -133,10 +134,10 @@ class ContinualTrainer:
             device=self.device,
             tokenizer=tokenizer,
             log_event=self.log.write,
-            score_examples=self._score_examples,
+            score_examples=partial(score_examples, self),
             autocast=self.accelerator.autocast,
         )
-        for plugin in self._with("wrap_model"):
+        for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
         self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
@@ -160,7 +161,8 @@ class ContinualTrainer:
         self.scheduler: Any = None
 
     # ----------------------------------------------------------------- set-up helpers
-    def _with(self, hook: str) -> list[Plugin]:
+    def plugins_with(self, hook: str) -> list[Plugin]:
+        """The plugins that implement `hook`, in composition order."""
         return [p for p in self.plugins if overrides(p, hook)]
 
     def _encode_training_data(self, stream: TaskStream) -> list[list[int]]:
@@ -179,12 +181,9 @@ class ContinualTrainer:
             pools.append(ids)
         return pools
 
-    def _score_examples(self, task: Task, examples: list[Example]) -> list[float]:
-        return score_examples(self, task, examples)
-
     def reserved_rows(self) -> int:
         """Rows of every global batch that plugins fill themselves (`compose_step`)."""
-        return sum(p.reserved_rows(self.ctx) for p in self._with("compose_step"))
+        return sum(p.reserved_rows(self.ctx) for p in self.plugins_with("compose_step"))
 
     def steps_for(self, pool_size: int, budget: TaskBudget | None = None) -> int:
         """Optimizer steps of a task: its own budget from the stream file, else train.*; an
@@ -196,9 +195,7 @@ class ContinualTrainer:
             budget or TaskBudget(), tc.steps_per_task, tc.epochs_per_task, pool_size, per_step
         )
 
-    # ----------------------------------------------------------------- evaluation
-    def evaluate_row(self, stage: int) -> None:
-        evaluate_stage(self, stage)
+    # Evaluation rows, probe scoring and adapter export: train/evaluation.py.
 
     # ----------------------------------------------------------------- checkpoints
     # What a checkpoint holds and when a resume is refused: train/resume.py.
@@ -226,13 +223,13 @@ class ContinualTrainer:
         tc = self.config.train
         ctx = self.ctx
         pool = list(ctx.task_samples[t])
-        for plugin in self._with("task_data"):
+        for plugin in self.plugins_with("task_data"):
             pool = plugin.task_data(ctx, t, pool)
         if not pool:
             raise ValueError(f"task {task.name!r} has no training samples")
         steps = self.steps_for(len(pool), task.budget)
         ctx.task_index, ctx.steps_in_task, ctx.task_step = t, steps, 0
-        for plugin in self._with("on_task_start"):
+        for plugin in self.plugins_with("on_task_start"):
             plugin.on_task_start(ctx, task)
         self._new_optimizer(steps, task_lr(task.budget, tc.lr))
         if resume_state is not None:
@@ -244,9 +241,10 @@ class ContinualTrainer:
         # the same global order on every rank (see train/batches.py)
         planner = task_planner(
             self.store, pool, self.config.seed, t, ctx, tc.batch_size * world, tc.grad_accum,
-            self._with("compose_batch"), self._with("compose_step"), self.reserved_rows(),
+            self.plugins_with("compose_batch"), self.plugins_with("compose_step"),
+            self.reserved_rows(),
         )
-        lossers, after = self._with("extra_loss"), self._with("after_step")
+        lossers, after = self.plugins_with("extra_loss"), self.plugins_with("after_step")
         pad_id = int(self.tokenizer.pad_token_id)
         self.model.train()
         task_start = time.perf_counter()
@@ -302,7 +300,7 @@ class ContinualTrainer:
             if every and ctx.task_step % every == 0 and ctx.task_step < steps:
                 self.save(t, ctx.task_step, "train")
         bar.close()
-        for plugin in self._with("on_task_end"):
+        for plugin in self.plugins_with("on_task_end"):
             plugin.on_task_end(ctx, task)
         if world > 1:  # every rank must hold the same plugin state; the log shows it did
             digests = plugin_state_digests(self.accelerator, self.plugins)
@@ -321,9 +319,6 @@ class ContinualTrainer:
             }
         )
 
-    def save_adapter(self, t: int) -> None:
-        export_adapter(self, t)
-
     def run(self) -> RunResult:
         # restored from the newest intact checkpoint (data fingerprint checked), or None
         state = load_resume_state(self)
@@ -336,9 +331,9 @@ class ContinualTrainer:
             if self.is_main:
                 write_json(self.run_dir / "environment.json", environment(self.device))
             write_fingerprint(self)
-            for plugin in self._with("on_stream_start"):
+            for plugin in self.plugins_with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
-            self.evaluate_row(0)
+            evaluate_stage(self, 0)
             self.save(-1, 0, "done")
             state = {"position": {"task": -1, "step": 0, "phase": "done"}}
         pos = state["position"]
@@ -346,8 +341,8 @@ class ContinualTrainer:
         for t in range(first, len(self.stream)):
             mid_task = pos["phase"] == "train" and t == pos["task"]
             self.train_task(t, pos["step"] if mid_task else 0, state if mid_task else None)
-            self.evaluate_row(t + 1)
-            self.save_adapter(t)
+            evaluate_stage(self, t + 1)
+            export_adapter(self, t)
             self.save(t, 0, "done")
         return RunResult(self.run_dir, self.finish(), resumed)
 

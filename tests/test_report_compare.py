@@ -13,6 +13,7 @@ from retain.eval.seeds import combine_seeds
 from retain.eval.uncertainty import paired_difference
 from retain.results.examples import ExampleResults
 from retain.results.report import compare_runs, write_report
+from retain.results.view import higher_is_better, unit
 from tests.test_report import (
     GIT_SHA,
     SCORES_A,
@@ -183,3 +184,26 @@ def test_compare_runs_of_empty_directories(tmp_path):
     assert_images_load(out)  # the bar chart, empty
     assert "b is not paired with a" in out.read_text()
     assert (tmp_path / "cmp" / "comparison.csv").read_text().startswith("metric,direction,")
+
+
+def test_compare_runs_shows_each_general_benchmark_s_change(tmp_path):
+    a = make_run(tmp_path, "seq", SCORES_B, replay=False, methods=("sequential",), ci=False)
+    b = make_run(tmp_path, "mssr", SCORES_A, ci=False)
+    compare_runs([a, b], tmp_path / "cmp")
+    rows = _csv_rows(tmp_path / "cmp" / "comparison.csv")
+    row = rows[("general_delta:mmlu", "mssr")]
+    expected = paired_difference(ExampleResults.load(b), ExampleResults.load(a), TASKS, ["mmlu"])
+    diff = expected["general_delta:mmlu"]
+    assert diff is not None
+    assert float(row["diff_vs_baseline"]) == pytest.approx(diff["value"])
+    assert float(row["diff_low"]) == pytest.approx(diff["low"])
+    assert row["unit"] == "score points" and row["direction"] == "higher is better"
+    assert "| `general_delta:mmlu` | ↑ |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_a_perplexity_change_is_better_when_lower():
+    assert not higher_is_better("general_delta:wikitext_ppl") and unit(
+        "general_delta:wikitext_ppl") == "perplexity"
+    assert higher_is_better("general_delta:arc_easy") and unit("general_delta:arc_easy") == (
+        "score points")
+    assert not higher_is_better("forgetting_max") and higher_is_better("general_delta")

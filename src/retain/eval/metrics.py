@@ -135,14 +135,13 @@ def compute_metrics(
 
 def _general_used(matrix: ScoreMatrix) -> list[str]:
     """General benchmarks on the 'higher is better' score scale (perplexity columns excluded)."""
-    used = []
-    for name in matrix.general:
-        kind = matrix.score_types.get(name, "").lower()
-        lowered = name.lower()
-        if kind in LOWER_IS_BETTER_TYPES or "perplexity" in lowered or "ppl" in lowered:
-            continue
-        used.append(name)
-    return used
+    return [n for n in matrix.general if not lower_is_better(n, matrix.score_types.get(n, ""))]
+
+
+def lower_is_better(name: str, kind: str = "") -> bool:
+    """A perplexity or loss column, told by its score type or, where none was stored, its name."""
+    lowered = name.lower()
+    return kind.lower() in LOWER_IS_BETTER_TYPES or "perplexity" in lowered or "ppl" in lowered
 
 
 def _mean(values: Any) -> float:

@@ -22,7 +22,16 @@ from retain.results import figures
 from retain.results.files import write_text_atomic
 from retain.results.html import ci_text, e, figure, fmt, page, points, table, value_ci_html
 from retain.results.paired import Pairing, SeedGroup, pair, seed_groups, verdict
-from retain.results.view import HEADLINE, RunView, arrow, direction_text, higher_is_better, label
+from retain.results.view import (
+    HEADLINE,
+    RunView,
+    arrow,
+    direction_text,
+    general_delta_names,
+    higher_is_better,
+    label,
+    unit,
+)
 
 BAR_METRICS: tuple[str, ...] = ("ap", "la", "bwt", "forgetting_max", "fwt")
 """Metrics of the bar chart: all in score points, so they share one axis."""
@@ -43,7 +52,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     labels = unique_labels(runs)
     pairings: list[Pairing | None] = [None] + [pair(r, runs[0]) for r in runs[1:]]
     groups = seed_groups(runs)
-    names = [n for n in HEADLINE if any(r.value(n) is not None for r in runs)]
+    candidates = [*HEADLINE, *general_delta_names(runs)]
+    names = [n for n in candidates if any(r.value(n) is not None for r in runs)]
     best = {n: best_runs(runs, n) for n in names}
 
     parts = ["<h1>retain: comparison of runs</h1>", _runs_list(runs, labels, out_dir)]
@@ -300,7 +310,7 @@ def comparison_records(
                 {
                     "metric": n,
                     "direction": direction_text(n),
-                    "unit": "ratio x100" if label(n) != n else "score points",
+                    "unit": unit(n),
                     "run": lb,
                     "run_dir": str(run.dir),
                     "baseline": k == 0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import yaml
 
 from retain.eval.matrix import ScoreMatrix
-from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary
+from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary, lower_is_better
 from retain.eval.seeds import noise_note
 from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
@@ -37,8 +38,29 @@ SEED_NEUTRAL_KEYS: tuple[str, ...] = ("seed", "name", "output_dir")
 """Config keys two runs may differ in and still be seeds of one configuration."""
 
 
+GENERAL_DELTA = "general_delta:"
+"""Prefix of one general benchmark's change from before the first task to after the last
+(`general_delta:mmlu`), in the benchmark's own unit: perplexity deltas are better when lower."""
+
+
 def higher_is_better(name: str) -> bool:
+    if name.startswith(GENERAL_DELTA):
+        return not lower_is_better(name.removeprefix(GENERAL_DELTA))
     return name not in LOWER_IS_BETTER
+
+
+def unit(name: str) -> str:
+    if name in RATIO_METRICS:
+        return "ratio x100"
+    if name.startswith(GENERAL_DELTA) and lower_is_better(name.removeprefix(GENERAL_DELTA)):
+        return "perplexity"
+    return "score points"
+
+
+def general_delta_names(runs: Sequence[RunView]) -> list[str]:
+    """`general_delta:<benchmark>` for every general benchmark of any run, in first-seen order."""
+    names = [f"{GENERAL_DELTA}{g}" for run in runs for g in run.general]
+    return list(dict.fromkeys(names))
 
 
 def arrow(name: str) -> str:

@@ -17,14 +17,7 @@ from retain.models import bundled, loading
 from retain.models.bundled import BundledModel, BundledModelMissing, bundled_gguf_path
 from retain.models.loading import load_backbone
 from retain.models.tiny import BOS_ID, EOS_ID, PAD_ID, byte_to_unicode, tiny_model_and_tokenizer
-
-CPU = torch.device("cpu")
-
-
-@torch.no_grad()
-def logits(model, tokenizer, text: str = "some text to score") -> torch.Tensor:
-    return model(**tokenizer(text, return_tensors="pt")).logits
-
+from tests.test_models import CPU, logits
 
 # --- bundled models ---------------------------------------------------------------------------
 

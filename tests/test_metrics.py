@@ -59,6 +59,8 @@ def test_three_task_matrix_by_hand():
     assert res["bwt"] == pytest.approx(-17.5)
     # forgetting = ((max(80,60) - 50) + (70 - 65)) / 2 = 17.5
     assert res["forgetting_max"] == pytest.approx(17.5)
+    # forgetting of the first task alone: max(80, 60) - 50 = 30
+    assert res["forgetting_first"] == pytest.approx(30.0)
     # fwt = ((R12 - R02) + (R23 - R03)) / 2 = ((25-20) + (40-30)) / 2 = 7.5
     assert res["fwt"] == pytest.approx(7.5)
     # normalized = (50/80 + 65/70 + 90/90) / 3
@@ -91,6 +93,7 @@ def test_four_task_matrix_where_definitions_differ():
     # counting row 0 (x: 85) or stages before learning (y: 95 at stage 1) would give 41.67
     assert res["forgetting_max"] == pytest.approx(100 / 3)
     assert res["forgetting_max"] != pytest.approx(20.0)
+    assert res["forgetting_first"] == pytest.approx(40.0)  # w's term alone, not the mean
     # fwt = ((R12-R02) + (R23-R03) + (R34-R04)) / 3 = ((15-85) + (20-20) + (30-30)) / 3
     assert res["fwt"] == pytest.approx(-70 / 3)
     # normalized: max over all stages incl. the base row: 30/70, 50/85, 60/95, 100/100
@@ -113,6 +116,7 @@ def test_incomplete_matrix_scores_the_finished_prefix():
     assert res["la"] == pytest.approx(55.0)  # (50 + 60) / 2
     assert res["bwt"] == pytest.approx(20.0)  # (70 - 50) / 1
     assert res["forgetting_max"] == pytest.approx(-20.0)  # max over l in 1..1: 50 - 70
+    assert res["forgetting_first"] == pytest.approx(-20.0)  # the one term of the prefix
     assert res["fwt"] == pytest.approx(-70.0)  # R12 - R02
     assert res["normalized_avg"] == pytest.approx((70 / 70 + 60 / 85) / 2)
     assert res["gap_closed"] is None  # references are final-stage numbers
@@ -130,6 +134,7 @@ def test_single_task_and_empty_matrices():
     res = compute_metrics(m)
     assert res["ap"] == res["la"] == res["aia"] == pytest.approx(60.0)
     assert res["bwt"] is None and res["forgetting_max"] is None and res["fwt"] is None
+    assert res["forgetting_first"] is None
     assert res["general_delta"] == pytest.approx(-2.0)
     assert res["normalized_avg"] == pytest.approx(1.0)
 

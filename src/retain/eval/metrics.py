@@ -26,6 +26,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "la",
     "bwt",
     "forgetting_max",
+    "forgetting_first",
     "fwt",
     "general_delta",
     "f1_general_ap",
@@ -51,6 +52,9 @@ DEFINITIONS: dict[str, str] = {
     "(max_{j≤l≤T−1} R[l,j] − R[T,j]); the max runs over the stages after task j was learned "
     "(l ≥ j, so the base-model row 0 never counts), and it is max-minus-last, not "
     "first-minus-last. Undefined for T=1.",
+    "forgetting_first": "Forgetting of the first task: max_{1≤l≤T−1} R[l,1] − R[T,1], "
+    "forgetting_max's term for j = 1 (the task a stream has longest to forget). Undefined for "
+    "T=1.",
     "fwt": "Forward transfer against the base model: (1/(T−1)) Σ_{i=2..T} (R[i−1,i] − R[0,i]). "
     "Undefined for T=1.",
     "general_delta": "General-ability delta (TRACE): (1/M) Σ_m (G[T,m] − G[0,m]) over the "
@@ -106,6 +110,7 @@ def compute_metrics(
         out["forgetting_max"] = _mean(
             max(r(s, j) for s in range(j, n)) - r(n, j) for j in range(1, n)
         )
+        out["forgetting_first"] = max(r(s, 1) for s in range(1, n)) - r(n, 1)
         out["fwt"] = _mean(r(i - 1, i) - r(0, i) for i in range(2, n + 1))
 
     ratios = []

@@ -13,9 +13,9 @@ Cells the metrics need: row 0, the lower triangle with the diagonal, and the sup
 every row t ≤ L has tasks 1..t; for a matrix of whole rows this is `rows_done() - 1`, as in
 `compute_metrics`. `fwt` is None when a superdiagonal cell is missing; `normalized_avg` takes
 its maximum over the evaluated stages (as `compute_metrics` does); `ap`, `aia`, `la`, `bwt`,
-`forgetting_max` need only the lower triangle. `forgetting_max` and `normalized_avg` take
-maxima over noisy cells, which resampling inflates, so their intervals can sit off-centre
-around the point value.
+`forgetting_max` and `forgetting_first` need only the lower triangle. The two forgettings and
+`normalized_avg` take maxima over noisy cells, which resampling inflates, so their intervals
+can sit off-centre around the point value.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
     "la",
     "bwt",
     "forgetting_max",
+    "forgetting_first",
     "fwt",
     "normalized_avg",
     "general_delta",
@@ -167,6 +168,7 @@ def _batch_metrics(
         out["forgetting_max"] = _seq_mean(
             [R[:, j:n, j - 1].max(axis=1) - R[:, n, j - 1] for j in range(1, n)]
         )
+        out["forgetting_first"] = R[:, 1:n, 0].max(axis=1) - R[:, n, 0]
         if all(present[i - 1, i - 1] and present[0, i - 1] for i in range(2, n + 1)):
             out["fwt"] = _seq_mean([R[:, i - 1, i - 1] - R[:, 0, i - 1] for i in range(2, n + 1)])
     if present[n, :n].all():

@@ -28,7 +28,7 @@ from retain.results.files import read_log
 HEADLINE: tuple[str, ...] = (*BOOTSTRAP_METRICS, "gap_closed")
 """Scalar metrics of the report tables, in display order (`ap_per_stage` is a figure)."""
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"forgetting_max"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"forgetting_max", "forgetting_first"})
 """Every other headline metric is better when higher (bwt and fwt: less negative)."""
 
 RATIO_METRICS: frozenset[str] = frozenset({"normalized_avg"})

@@ -2,6 +2,7 @@
 the baseline, refusals to pair, seeds combined, Markdown and CSV, from crafted run directories."""
 
 import csv
+import json
 from pathlib import Path
 
 import matplotlib.image
@@ -10,7 +11,7 @@ import pytest
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
 from retain.eval.seeds import combine_seeds
-from retain.eval.uncertainty import paired_difference
+from retain.eval.uncertainty import bootstrap_metrics, paired_difference
 from retain.results.examples import ExampleResults
 from retain.results.report import compare_runs, write_report
 from retain.results.view import higher_is_better, unit
@@ -207,3 +208,23 @@ def test_a_perplexity_change_is_better_when_lower():
     assert higher_is_better("general_delta:arc_easy") and unit("general_delta:arc_easy") == (
         "score points")
     assert not higher_is_better("forgetting_max") and higher_is_better("general_delta")
+
+
+def test_a_metric_newer_than_the_run_is_computed_for_the_report(tmp_path):
+    a = make_run(tmp_path, "seq", SCORES_B, replay=False, methods=("sequential",))
+    b = make_run(tmp_path, "mssr", SCORES_A)
+    for run in (a, b):  # as written before forgetting_first existed
+        stored = json.loads((run / "metrics.json").read_text())
+        del stored["forgetting_first"], stored["ci"]["forgetting_first"]
+        stored["ci"]["ap"]["low"] = 1.25  # a stored interval is kept, not recomputed
+        (run / "metrics.json").write_text(json.dumps(stored))
+    compare_runs([a, b], tmp_path / "cmp")
+    rows = _csv_rows(tmp_path / "cmp" / "comparison.csv")
+    res = ExampleResults.load(a)
+    fresh = bootstrap_metrics(res, TASKS, ["mmlu"])["forgetting_first"]
+    row = rows[("forgetting_first", "seq")]
+    matrix = ScoreMatrix.from_csv(a / "scores.csv")
+    assert float(row["value"]) == compute_metrics(matrix)["forgetting_first"] == fresh["value"]
+    assert (float(row["ci_low"]), float(row["ci_high"])) == (fresh["low"], fresh["high"])
+    assert rows[("forgetting_first", "mssr")]["diff_vs_baseline"] != ""
+    assert float(rows[("ap", "seq")]["ci_low"]) == 1.25

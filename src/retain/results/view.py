@@ -2,8 +2,8 @@
 
 Reports are rebuilt from files at any time, also for old or interrupted runs, so every file
 and every key is optional here: a missing one gives an empty section, never an error. When
-`metrics.json` has no intervals but `examples.npz` exists, they are computed on the spot with
-the same bootstrap the loop uses, so an older run still gets CIs.
+`metrics.json` has no intervals (or lacks a metric added since) but `examples.npz` exists, they
+are computed on the spot with the same bootstrap the loop uses, so an older run still gets CIs.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ class RunView:
         scores = self.dir / "scores.csv"
         self.matrix: ScoreMatrix | None = ScoreMatrix.from_csv(scores) if scores.exists() else None
         self.metrics: dict[str, Any] = _read_json(self.dir / "metrics.json")
-        if not self.metrics and self.matrix is not None:
-            self.metrics = compute_metrics(self.matrix)
+        if self.matrix is not None:  # metrics added since the run was written come from its matrix
+            self.metrics = {**compute_metrics(self.matrix), **self.metrics}
         self.log = read_log(self.dir / "log.jsonl")
         cost = self.metrics.get("cost")
         self.cost: dict[str, Any] = (
@@ -153,9 +153,12 @@ class RunView:
     def ci(self) -> dict[str, Any]:
         """`{metric: {"value", "low", "high"} | None}` as stored, else from the bootstrap."""
         stored = self.metrics.get("ci")
-        if isinstance(stored, dict):
+        if not isinstance(stored, dict):
+            return dict(self._bootstrap or {})
+        if all(name in stored for name in BOOTSTRAP_METRICS):
             return stored
-        return dict(self._bootstrap or {})
+        added = {k: v for k, v in (self._bootstrap or {}).items() if k in BOOTSTRAP_METRICS}
+        return {**added, **stored}  # metrics newer than the run get their interval too
 
     @property
     def ci_source(self) -> str | None:

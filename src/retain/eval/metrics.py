@@ -107,10 +107,9 @@ def compute_metrics(
     out["la"] = _mean(r(i, i) for i in range(1, n + 1))
     if n >= 2:
         out["bwt"] = _mean(r(n, i) - r(i, i) for i in range(1, n))
-        out["forgetting_max"] = _mean(
-            max(r(s, j) for s in range(j, n)) - r(n, j) for j in range(1, n)
-        )
-        out["forgetting_first"] = max(r(s, 1) for s in range(1, n)) - r(n, 1)
+        forgetting = [max(r(s, j) for s in range(j, n)) - r(n, j) for j in range(1, n)]
+        out["forgetting_max"] = _mean(forgetting)
+        out["forgetting_first"] = forgetting[0]
         out["fwt"] = _mean(r(i - 1, i) - r(0, i) for i in range(2, n + 1))
 
     ratios = []

@@ -165,10 +165,9 @@ def _batch_metrics(
     out["la"] = _seq_mean([R[:, i, i - 1] for i in range(1, n + 1)])
     if n >= 2:
         out["bwt"] = _seq_mean([R[:, n, i - 1] - R[:, i, i - 1] for i in range(1, n)])
-        out["forgetting_max"] = _seq_mean(
-            [R[:, j:n, j - 1].max(axis=1) - R[:, n, j - 1] for j in range(1, n)]
-        )
-        out["forgetting_first"] = R[:, 1:n, 0].max(axis=1) - R[:, n, 0]
+        forgetting = [R[:, j:n, j - 1].max(axis=1) - R[:, n, j - 1] for j in range(1, n)]
+        out["forgetting_max"] = _seq_mean(forgetting)
+        out["forgetting_first"] = forgetting[0]
         if all(present[i - 1, i - 1] and present[0, i - 1] for i in range(2, n + 1)):
             out["fwt"] = _seq_mean([R[:, i - 1, i - 1] - R[:, 0, i - 1] for i in range(2, n + 1)])
     if present[n, :n].all():

@@ -62,11 +62,18 @@ def _one_step(
     return weights, seen
 
 
+# AdamW's first step is lr·g/(|g|+eps): for gradients near eps (active clipping makes them that
+# small) it magnifies the float rounding of the gradient by up to lr/eps, so the weights are
+# compared at 2e-3·lr (a wrong step moves them by ~lr) and the gradients, which carry the
+# accumulation logic, tightly.
+WEIGHT_TOL = 1e-4
+
+
 def _assert_same(a: tuple[dict, list], b: tuple[dict, list], tol: float) -> None:
     (wa, ga), (wb, gb) = a, b
     assert wa.keys() == wb.keys() and wa
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=tol, rtol=0, msg=k)
+        torch.testing.assert_close(wa[k], wb[k], atol=WEIGHT_TOL, rtol=0, msg=k)
     assert len(ga) == len(gb) == len(wa)
     for x, y in zip(ga, gb, strict=True):
         torch.testing.assert_close(x, y, atol=tol, rtol=1e-5)
@@ -97,4 +104,4 @@ def test_the_step_moves_the_weights(tmp_path: Path, monkeypatch) -> None:
     before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
     after, grads = _one_step(tmp_path, "moved", 8, 1, True, monkeypatch)
     assert any(float(g.abs().max()) > 0 for g in grads)  # lora_B starts at 0
-    assert any((before[k] - after[k]).abs().max() > 1e-4 for k in before)
+    assert any((before[k] - after[k]).abs().max() > 100 * WEIGHT_TOL for k in before)

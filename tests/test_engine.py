@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from safetensors.torch import load_file
 from retain.config import RunConfig, load_config
 from retain.eval.matrix import ScoreMatrix
 from retain.train.loop import run
-from tests.killing import kill_during, step_records
+from tests.killing import step_records, whole_beside_killed_and_resumed
 
 TINY = [
     "model.name_or_path=tiny-random",
@@ -115,15 +114,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, method: str) -> N
     """SIGKILL in the middle of task 2, start the same command again, compare with a run that
     was never interrupted: same scores, same adapter weights, same per-step losses and replay
     (the buffer, MSSR's memory and the samplers' generators are in the checkpoint)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run(_cli(tmp_path, "whole", method), check=True, env=env, capture_output=True)
-
-    kill_during(_cli(tmp_path, "killed", method), tmp_path / "killed", env)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    resumed = whole_beside_killed_and_resumed(lambda name: _cli(tmp_path, name, method),
+                                              tmp_path, env)
     assert (tmp_path / "killed" / "checkpoints" / "latest").exists()
-
-    resumed = subprocess.run(_cli(tmp_path, "killed", method), env=env, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.killing import kill_during
+from tests.killing import whole_beside_killed_and_resumed
 
 TINY = [
     "model.name_or_path=tiny-random", "model.lora.target_modules=[q_proj,v_proj]",
@@ -68,16 +67,11 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_killed_gere_run_resumes_to_the_same_result(tmp_path: Path, setting: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run(_cli(tmp_path, "whole", setting), check=True, env=env, capture_output=True)
-
-    kill_during(_cli(tmp_path, "killed", setting), tmp_path / "killed", env)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    resumed = whole_beside_killed_and_resumed(lambda name: _cli(tmp_path, name, setting),
+                                              tmp_path, env)
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     assert (killed / "checkpoints" / "latest").exists()
-
-    resumed = subprocess.run(_cli(tmp_path, "killed", setting), env=env, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
 
     assert (whole / "scores.csv").read_text() == (killed / "scores.csv").read_text()

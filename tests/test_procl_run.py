@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 
 from retain.models.tiny import tiny_model_and_tokenizer
 from retain.train.loop import ContinualTrainer, run
-from tests.killing import kill_during, step_records
+from tests.killing import step_records, whole_beside_killed_and_resumed
 from tests.test_engine import TINY, tiny_config
 
 
@@ -82,11 +81,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, methods: str) -> 
     """SIGKILL in the middle of task 2, start again, compare with the uninterrupted run:
     scores, every task's adapter and the per-step losses bit-identical."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli(tmp_path, "whole", methods), check=True, env=env, capture_output=True)
-    kill_during(_cli(tmp_path, "killed", methods), tmp_path / "killed", env)
-    resumed = subprocess.run(_cli(tmp_path, "killed", methods), env=env, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = whole_beside_killed_and_resumed(lambda name: _cli(tmp_path, name, methods),
+                                              tmp_path, env)
     assert re.search(r"from task 2 step [2-6] \(train\)", resumed.stdout)  # mid task 2
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -41,3 +41,27 @@ def test_a_cached_row_0_equals_the_computed_one(tmp_path: Path) -> None:
     run(load_config(None, [*FAST, f"output_dir={tmp_path}", "name=d", "eval.loglik_norm=sum",
                            f"eval.row0_cache={cache}"]))
     assert len(list(cache.glob("*.json"))) == 2
+
+
+def test_the_key_follows_the_scoring_code_only(tmp_path: Path) -> None:
+    """Editing a module that only reads scores keeps a bench's cached row 0; editing the scoring
+    path, or adding a module under eval/, scores afresh."""
+    from retain.eval.row0_cache import _code_digest
+
+    root = tmp_path / "retain"
+    for rel in ("eval/scoring.py", "eval/metrics.py", "eval/uncertainty.py",
+                "data/encoding.py", "models/loading.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"# {rel}\n")
+    before = _code_digest(root)
+    (root / "eval" / "metrics.py").write_text("def forgetting(): ...\n")
+    (root / "eval" / "uncertainty.py").write_text("LEVEL = 0.9\n")
+    assert _code_digest(root) == before
+    (root / "eval" / "scoring.py").write_text("def score(): ...\n")
+    after_scoring = _code_digest(root)
+    assert after_scoring != before
+    (root / "eval" / "new_scorer.py").write_text("def score(): ...\n")
+    with_new_module = _code_digest(root)
+    assert with_new_module != after_scoring
+    (root / "models" / "loading.py").write_text("DTYPE = 'bf16'\n")
+    assert _code_digest(root) != with_new_module

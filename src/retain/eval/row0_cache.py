@@ -24,15 +24,21 @@ from retain.results.files import write_text_atomic
 CODE = ("eval", "data/encoding.py", "models/loading.py")
 """Sources (under the retain package) whose change can change a score of row 0."""
 
+NOT_SCORING = frozenset({"eval/matrix.py", "eval/metrics.py", "eval/saved.py", "eval/seeds.py",
+                         "eval/uncertainty.py"})
+"""Modules under `eval/` that only read scores (metrics, intervals, saved configs): editing them
+must not throw away a bench's cached row 0. A new module under `eval/` counts as scoring."""
 
-def _code_digest() -> str:
-    root = resources.files("retain")
+
+def _code_digest(root: Path | None = None) -> str:
+    root = Path(str(resources.files("retain"))) if root is None else root
     h = hashlib.sha256()
     for part in CODE:
-        entry = root.joinpath(part)
-        files = sorted(p for p in Path(str(entry)).rglob("*.py")) if entry.is_dir() else [
-            Path(str(entry))]
+        entry = root / part
+        files = sorted(entry.rglob("*.py")) if entry.is_dir() else [entry]
         for path in files:
+            if path.relative_to(root).as_posix() in NOT_SCORING:
+                continue
             h.update(path.name.encode())
             h.update(path.read_bytes())
     return h.hexdigest()

@@ -41,7 +41,8 @@ class StepOutputs:
 
     `per_sample_loss` is the token-averaged NLL of each row; `final_hidden` ([rows, length,
     dim], the backbone's last hidden state: output of the final norm, input of `lm_head`) is only
-    filled when some plugin sets `needs_hidden_states`. `extra_loss` sees them with grad;
+    filled when some plugin sets `needs_hidden_states`, `logits` ([rows, length, vocab]) only when
+    some plugin sets `needs_logits`. `extra_loss` sees them with grad;
     `after_step` (which runs after the optimizer step) sees a detached copy without logits or
     hidden states.
     """
@@ -94,6 +95,9 @@ class Plugin:
 
     name: str = "plugin"
     needs_hidden_states: bool = False
+    needs_logits: bool = False
+    """True when `extra_loss` reads `StepOutputs.logits`; otherwise the loop projects only the
+    answer positions through `lm_head` and `logits` is None."""
     wraps_model: bool = False
     """True for adapter methods that replace the model's layers; two such plugins conflict."""
     ddp_find_unused_parameters: bool = False

@@ -8,6 +8,7 @@ forward hook on the decoder stack (`LlamaModel`, `Qwen2Model`, ...) takes only i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,18 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
     ):
         model = model.module
     return model
+
+
+def projects_kept_positions(model: nn.Module) -> bool:
+    """Whether the causal LM inside `model` takes a [rows, length] bool `logits_to_keep` (every
+    transformers 5 decoder does): then only the positions a loss reads go through `lm_head`."""
+    inner: Any = unwrap_parallel(model)
+    if hasattr(inner, "get_base_model"):  # PeftModel
+        inner = inner.get_base_model()
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def decoder_module(model: nn.Module) -> nn.Module:

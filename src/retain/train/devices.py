@@ -50,3 +50,23 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     ).view(shift_labels.shape)
     counts = (shift_labels != IGNORE_INDEX).sum(-1)
     return nll.sum(-1), counts
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[rows, length] bool: the positions whose next token is an answer token, the only
+    positions whose logits the loss reads (`logits_to_keep`)."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def kept_token_losses(
+    kept_logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_losses` from the logits of the `keep` positions only ([kept, vocab], row-major),
+    which spares the vocabulary projection of every prompt token."""
+    targets = labels[:, 1:][keep[:, :-1]]
+    nll = F.cross_entropy(kept_logits.float(), targets, reduction="none")
+    rows = keep.nonzero()[:, 0]
+    nll_sum = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device)
+    return nll_sum.index_add(0, rows, nll), keep.sum(-1)

@@ -37,6 +37,7 @@ from retain.eval.evaluate import (
 from retain.eval.row import RowEvaluator
 from retain.methods.base import Context, Plugin, overrides
 from retain.methods.registry import build_plugins
+from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
 from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers
@@ -151,6 +152,10 @@ class ContinualTrainer:
         self.examples = ExampleResults()
         self.ties: dict[str, dict[str, int]] = {}  # task -> stage -> examples with tied options
         self.needs_hidden = any(p.needs_hidden_states for p in self.plugins)
+        self.full_logits = any(p.needs_logits for p in self.plugins) or not (
+            projects_kept_positions(self.model)
+        )
+        """Whether the training forward projects every position onto the vocabulary."""
         self.hidden_source: torch.nn.Module | None = None
         """The decoder stack whose last hidden state `StepOutputs.final_hidden` carries."""
         if self.needs_hidden:

@@ -27,7 +27,7 @@ from retain.data.encoding import Batch
 from retain.methods.base import Plugin, StepOutputs
 from retain.models.hidden import capture_final_hidden
 from retain.train.batches import StepPlan
-from retain.train.devices import token_losses
+from retain.train.devices import answer_positions, kept_token_losses, token_losses
 
 if TYPE_CHECKING:
     from retain.train.loop import ContinualTrainer
@@ -66,19 +66,29 @@ class LossScales:
 
 
 def forward(
-    model: torch.nn.Module, batch: Batch, decoder: torch.nn.Module | None = None
+    model: torch.nn.Module,
+    batch: Batch,
+    decoder: torch.nn.Module | None = None,
+    full_logits: bool = True,
 ) -> tuple[StepOutputs, torch.Tensor]:
     """The step outputs plugins see, and the per-row summed answer-token NLL of the batch.
 
     With `decoder` (some plugin needs hidden states), its last hidden state is captured by a
     forward hook for `StepOutputs.final_hidden`; every other layer's activations stay private.
+    Without `full_logits`, only the answer positions go through `lm_head` (`logits_to_keep`):
+    the same loss, without projecting every prompt token onto the vocabulary.
     """
+    keep = None if full_logits else answer_positions(batch.labels)
+    extra = {} if keep is None else {"logits_to_keep": keep}
     with capture_final_hidden(decoder) if decoder is not None else nullcontext() as capture:
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    nll_sum, counts = token_losses(out.logits, batch.labels)
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra)
+    if keep is None:
+        nll_sum, counts = token_losses(out.logits, batch.labels)
+    else:
+        nll_sum, counts = kept_token_losses(out.logits, batch.labels, keep)
     total = counts.sum().clamp(min=1)
     outputs = StepOutputs(
-        logits=out.logits,
+        logits=out.logits if keep is None else None,
         per_sample_loss=nll_sum / counts.clamp(min=1),
         answer_tokens=counts,
         task_loss=nll_sum.sum() / total,
@@ -116,7 +126,9 @@ def accumulate_gradients(
         sync = m == len(batches) - 1
         with accelerator.no_sync(model) if not sync else nullcontext():
             with accelerator.autocast():
-                outputs, nll_sum = forward(model, batch, trainer.hidden_source)
+                outputs, nll_sum = forward(
+                    model, batch, trainer.hidden_source, trainer.full_logits
+                )
                 parts = group_losses(nll_sum, batch, scales)
                 loss = parts["task"]
                 if "general_lm" in parts:

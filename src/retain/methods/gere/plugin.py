@@ -65,6 +65,7 @@ class GeneralReplayPlugin(Plugin):
         self.loss = cfg.loss if method == "gere" else method.removeprefix("gere_")
         self.weight: float | str = 0.0 if self.loss == "lm" else cfg.weight
         self.needs_hidden_states = self.loss in ("tm", "l1", "l2")
+        self.needs_logits = self.loss == "kl"
         self.teacher_cached = config.model.finetune != "lora" and self.loss in ("kl", "l1", "l2")
         self.k = cfg.per_batch_rows if cfg.mixing == "per_batch" else 0
         tc = config.train

@@ -113,3 +113,17 @@ def test_the_loop_keeps_full_logits_only_for_plugins_that_read_them(
         f"general.source={source}", "general.size=4", f"output_dir={tmp_path}", *extra,
     ])
     assert ContinualTrainer(cfg).full_logits is full
+
+
+class _IntOnly(nn.Module):
+    """Takes `logits_to_keep` but reads it as a count of last positions (older releases)."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                logits_to_keep: int | torch.Tensor = 0) -> object:
+        logits = torch.zeros(*input_ids.shape, 7)
+        return type("Out", (), {"logits": logits})()
+
+
+def test_a_forward_that_ignores_the_mask_is_refused_by_name() -> None:
+    with pytest.raises(RuntimeError, match="_IntOnly returned logits of shape"):
+        forward(_IntOnly(), _batch(), full_logits=False)

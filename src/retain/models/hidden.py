@@ -28,8 +28,13 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
 
 
 def projects_kept_positions(model: nn.Module) -> bool:
-    """Whether the causal LM inside `model` takes a [rows, length] bool `logits_to_keep` (every
-    transformers 5 decoder does): then only the positions a loss reads go through `lm_head`."""
+    """Whether the causal LM inside `model` takes a [rows, length] bool `logits_to_keep`: then
+    only the positions a loss reads go through `lm_head`. transformers' decoders slice it with
+    `slice_logits_to_keep`; releases without that helper take integers only."""
+    from transformers import modeling_utils
+
+    if not hasattr(modeling_utils, "slice_logits_to_keep"):
+        return False
     inner: Any = unwrap_parallel(model)
     if hasattr(inner, "get_base_model"):  # PeftModel
         inner = inner.get_base_model()

@@ -27,6 +27,12 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
     return model
 
 
+def causal_lm(model: nn.Module) -> Any:
+    """The transformers model inside DDP-style and PEFT wrappers."""
+    inner: Any = unwrap_parallel(model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
 def projects_kept_positions(model: nn.Module) -> bool:
     """Whether the causal LM inside `model` takes a [rows, length] bool `logits_to_keep`: then
     only the positions a loss reads go through `lm_head`. transformers' decoders slice it with
@@ -35,11 +41,8 @@ def projects_kept_positions(model: nn.Module) -> bool:
 
     if not hasattr(modeling_utils, "slice_logits_to_keep"):
         return False
-    inner: Any = unwrap_parallel(model)
-    if hasattr(inner, "get_base_model"):  # PeftModel
-        inner = inner.get_base_model()
     try:
-        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+        return "logits_to_keep" in inspect.signature(causal_lm(model).forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -47,9 +50,7 @@ def projects_kept_positions(model: nn.Module) -> bool:
 def decoder_module(model: nn.Module) -> nn.Module:
     """The decoder stack whose output is the final hidden state, for HF causal LMs with or
     without a PEFT wrapper; a clear error for models that do not expose one."""
-    inner: Any = unwrap_parallel(model)
-    if hasattr(inner, "get_base_model"):  # PeftModel
-        inner = inner.get_base_model()
+    inner = causal_lm(model)
     getter = getattr(inner, "get_decoder", None)
     decoder = getter() if callable(getter) else getattr(inner, "model", None)
     if not isinstance(decoder, nn.Module) or decoder is inner:

@@ -61,11 +61,17 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
 
 
 def kept_token_losses(
-    kept_logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor
+    kept_logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, model_name: str = "model"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`token_losses` from the logits of the `keep` positions only ([kept, vocab], row-major),
     which spares the vocabulary projection of every prompt token."""
     targets = labels[:, 1:][keep[:, :-1]]
+    if kept_logits.dim() != 2 or kept_logits.shape[0] != targets.shape[0]:
+        raise RuntimeError(
+            f"{model_name} returned logits of shape {tuple(kept_logits.shape)} for a bool "
+            f"logits_to_keep of {targets.shape[0]} positions; its forward does not slice by a "
+            "mask as transformers' decoders do"
+        )
     nll = F.cross_entropy(kept_logits.float(), targets, reduction="none")
     rows = keep.nonzero()[:, 0]
     nll_sum = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device)

@@ -85,13 +85,7 @@ def forward(
     if keep is None:
         nll_sum, counts = token_losses(out.logits, batch.labels)
     else:
-        if out.logits.dim() != 2 or out.logits.shape[0] != int(keep.sum()):
-            raise RuntimeError(
-                f"{type(model).__name__} returned logits of shape {tuple(out.logits.shape)} for a "
-                f"bool logits_to_keep of {int(keep.sum())} positions; its forward does not slice "
-                "by a mask as transformers' decoders do"
-            )
-        nll_sum, counts = kept_token_losses(out.logits, batch.labels, keep)
+        nll_sum, counts = kept_token_losses(out.logits, batch.labels, keep, type(model).__name__)
     total = counts.sum().clamp(min=1)
     outputs = StepOutputs(
         logits=out.logits if keep is None else None,

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from retain.results.files import unique_temp_path
+
 EXAMPLES_FILE = "examples.npz"
 """File name of the per-example results inside a run directory."""
 
@@ -255,7 +257,7 @@ class ExampleResults:
             key: np.array(value, dtype=str) if isinstance(value, list) else np.asarray(value)
             for key, value in self.to_dict().items()
         }
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = unique_temp_path(path)
         try:
             with open(tmp, "wb") as f:  # a file object: savez would otherwise append ".npz"
                 np.savez_compressed(f, **arrays)
@@ -263,8 +265,7 @@ class ExampleResults:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

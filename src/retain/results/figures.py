@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retain.eval.matrix import ScoreMatrix
+from retain.results.files import unique_temp_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,9 +38,12 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save(fig: Figure, path: Path) -> None:
     """Write via a temp name so a reader never sees half a PNG."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    tmp = unique_temp_path(path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def plain(text: Any) -> str:

@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp name beside the target, so a crash never leaves half a file."""
+    """Write via a temp name beside the target, so a crash never leaves half a file.
+
+    The temp name is unique per call: two processes writing the same file (two `retain bench`
+    processes sharing one bench directory) must not rename each other's temp file away."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = unique_temp_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def unique_temp_path(path: Path) -> Path:
+    """A hidden name beside `path`, unique to this call, for a write that ends in `os.replace`
+    (created by the writer, so the file gets the usual permissions)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def write_json(path: Path, data: Any) -> None:

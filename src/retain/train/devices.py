@@ -3,7 +3,9 @@ the per-row next-token loss every step and plugin shares."""
 
 from __future__ import annotations
 
+import gc
 import resource
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +35,31 @@ def cpu_only() -> bool:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """Peak since the last `reset_peak_memory`: accelerator memory, or the process's RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+CLEAR_REFS = Path("/proc/self/clear_refs")
+"""Writing "5" here resets the process's peak RSS (Linux >= 4.0), which `ru_maxrss` reports."""
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak for the run about to begin, and say whether that worked.
+
+    `retain bench` runs its runs one after another in one process; without a reset every run
+    would report the largest peak of the runs before it. Where the reset is not possible (not
+    Linux, or /proc is read-only) the peak stays the process's."""
+    gc.collect()  # let the previous run's tensors go before the new baseline is taken
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

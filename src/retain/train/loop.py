@@ -42,7 +42,7 @@ from retain.progress import progress
 from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers
 from retain.train.batches import task_planner
-from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb
+from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
 from retain.train.distributed import (
     global_view,
     plugin_state_digests,
@@ -108,6 +108,8 @@ class ContinualTrainer:
         self._lock = open_run_dir(config, overwrite, self.accelerator)
         set_seed(config.seed)
         self.device = self.accelerator.device
+        # "process" where the peak could not be reset: it may then include earlier runs' peaks
+        self.peak_memory_scope = "run" if reset_peak_memory(self.device) else "process"
         self.stream = stream if stream is not None else load_stream(config.data)
         if model is None:
             model, tokenizer = load_backbone(config.model, self.device)
@@ -320,6 +322,7 @@ class ContinualTrainer:
                 "steps": steps,
                 "seconds": time.perf_counter() - task_start,
                 "peak_memory_mb": peak_memory_mb(self.device),
+                "peak_memory_scope": self.peak_memory_scope,
                 "counters": dict(ctx.counters),
             }
         )

@@ -63,6 +63,8 @@ def test_tm_is_exactly_zero_at_the_first_step(tmp_path: Path, finetune: str) -> 
         assert r["w"] * r["value"] == pytest.approx(r["ce_general"], rel=1e-5)
     targets = events(result.run_dir, "general_replay_targets")[0]
     assert targets["cache_bytes"] * 16 < targets["fp32_bytes"]
+    # tm needs no forward per step, only the base pass: 8 rows in batches of 4
+    assert result.metrics["cost"]["extra_forward_passes"] == 2
 
 
 def _step(rows: list[tuple[int, int]], micro: int) -> tuple[SampleStore, StepPlan, list[Batch]]:
@@ -213,6 +215,7 @@ def test_full_finetuning_teacher_is_a_logged_cache(tmp_path: Path, loss: str) ->
     assert Path(cache["file"]).is_file() and Path(cache["file"]).parent.name == "work"
     first = events(result.run_dir, "general_replay_first_step")[0]
     assert first["value"] == pytest.approx(0.0, abs=1e-4)  # fp16 rounding of the cache only
+    assert result.metrics["cost"]["extra_forward_passes"] == 2  # the base pass that filled it
 
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -132,9 +132,14 @@ def test_self_is_written_by_the_model_seeded(tmp_path: Path) -> None:
     other = generate_documents(model, tok, cfg, seed=2, device=cpu)
     assert one.rows == two.rows and one.rows != other.rows
     assert len(one.rows) == 5 and all(2 <= len(r) <= 60 for r in one.rows)
+    grown = []
     for i, row in enumerate(one.rows):
         prompt = list(tok(OPENING_PROMPTS[i], add_special_tokens=False)["input_ids"])
         assert row[: len(prompt)] == prompt and len(row) > len(prompt)
+        grown.append(len(row) - len(prompt))
+    # one forward per decoding step of each batch of 2: at least its longest continuation
+    assert one.forward_passes >= sum(max(grown[b : b + 2]) for b in range(0, 5, 2))
+    assert one.forward_passes <= 3 * 60
     greedy = _config(tmp_path, "self", "general.size=2", "general.self_decoding=greedy",
                      "general.max_tokens=60").general
     assert generate_documents(model, tok, greedy, 1, cpu).rows == \

@@ -32,6 +32,7 @@ class BaseOutputs:
     moments: dict[str, torch.Tensor]
     cache: StateCache | None = None
     teacher: TeacherCache | None = None
+    forward_passes: int = 0
 
 
 class _Teacher:
@@ -74,12 +75,13 @@ def run_base_pass(
     moments: Moments | None = None
     buffer: ActivationBuffer | None = None
     teacher = _Teacher(teacher_loss, tokens, topk) if teacher_loss else None
-    filled = 0
+    filled = passes = 0
     for start in range(0, rows, batch_size):
         ids = list(range(first + start, first + min(start + batch_size, rows)))
         batch = collate(store, BatchPlan(ids, [False] * len(ids)), pad_id).to(device)
         hidden, logits = base_forward(model, decoder, batch.input_ids, batch.attention_mask,
                                       autocast)
+        passes += 1
         mask = batch.attention_mask.bool()
         h = hidden[mask] if hidden is not None else None
         if states:
@@ -91,7 +93,8 @@ def run_base_pass(
         if teacher is not None:
             teacher.add(filled, h, logits[mask])
         filled += int(mask.sum())
-    out = BaseOutputs({}, teacher=teacher.cache if teacher is not None else None)
+    out = BaseOutputs({}, teacher=teacher.cache if teacher is not None else None,
+                      forward_passes=passes)
     if states:
         assert moments is not None and buffer is not None
         mean, std = moments.mean, moments.std

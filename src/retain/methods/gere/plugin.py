@@ -112,6 +112,7 @@ class GeneralReplayPlugin(Plugin):
             )
         self._add_rows(ctx)
         replay = self.replay
+        ctx.count("extra_forward_passes", replay.forward_passes)
         ctx.log_event(
             {
                 "type": "general_replay_set",
@@ -159,6 +160,7 @@ class GeneralReplayPlugin(Plugin):
             teacher_loss=self.loss if self.teacher_cached else None,
             topk=cfg.teacher_topk,
         )
+        ctx.count("extra_forward_passes", out.forward_passes)
         tokens = self.replay.tokens
         if out.cache is not None:
             self.moments, self._on_device = out.moments, {}

@@ -109,6 +109,9 @@ class ReplaySet:
     source: str
     dropped_overlap: int = 0
     dropped_short: int = 0
+    forward_passes: int = 0
+    """Batched forwards of the untouched model that writing the set took (`self`: one per
+    decoding step of each batch); a cost of the method, like its per-step forwards."""
 
     @property
     def tokens(self) -> int:
@@ -241,6 +244,7 @@ def generate_documents(
     prompts = [OPENING_PROMPTS[i % len(OPENING_PROMPTS)] for i in range(cfg.size)]
     encoded = [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     rows: list[list[int]] = []
+    passes = 0
     was_training = model.training
     model.eval()
     sample = cfg.self_decoding == "sample"
@@ -262,6 +266,7 @@ def generate_documents(
             torch.manual_seed(int(batch_seed))
             ids, mask = ids.to(device), mask.to(device)
             out = model.generate(input_ids=ids, attention_mask=mask, **options)
+        passes += out.shape[1] - width
         for r, p in enumerate(batch):
             tail = out[r, width:].tolist()
             if eos is not None and int(eos) in tail:
@@ -269,7 +274,8 @@ def generate_documents(
             tail = [t for t in tail if t != pad]
             rows.append((p + tail)[: cfg.max_tokens])
     model.train(was_training)
-    return ReplaySet([r for r in rows if len(r) >= 2], SELF, 0, sum(len(r) < 2 for r in rows))
+    kept = [r for r in rows if len(r) >= 2]
+    return ReplaySet(kept, SELF, 0, sum(len(r) < 2 for r in rows), forward_passes=passes)
 
 
 def build_replay_set(

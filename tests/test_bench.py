@@ -112,6 +112,20 @@ def test_gap_closed_and_paired_differences_on_crafted_matrices() -> None:
         "gap_closed"] is None
 
 
+def test_general_share_is_read_from_the_counters_of_runs_that_predate_it() -> None:
+    """GeRe's general rows are not replayed task rows; runs finished before `general_share`
+    existed get it from their counters."""
+    runs = {}
+    for seed, rows in ((42, 2.0), (43, 4.0)):
+        run = crafted("gere", seed, full_cells([[0, 0], [1, 0], [0, 1]]), TASKS)
+        run.metrics["cost"] = {"train_samples": 16, "replayed_share": 0.0,
+                               "counters": {"general_rows": rows}}
+        runs[("gere", seed)] = run
+    cost = summarise(["gere"], [42, 43], runs, n_resamples=10).cost["gere"]
+    assert cost["general_share"].mean == pytest.approx((2 / 16 + 4 / 16) / 2)
+    assert cost["replayed_share"].mean == 0.0
+
+
 # ---- the command ----
 
 

@@ -272,6 +272,7 @@ def test_cost_summary_of_an_empty_log():
     cost = cost_summary([])
     assert cost["optimizer_steps"] == 0 and cost["train_tokens_per_s"] is None
     assert cost["replayed_share"] is None and cost["peak_memory_mb"] is None
+    assert cost["general_share"] is None
     assert cost["extra_forward_passes"] == 0 and cost["seconds_per_task"] == []
 
 
@@ -314,3 +315,17 @@ def test_cost_summary_prefers_cumulative_counters():
     assert cost["train_tokens_per_s"] == pytest.approx(200.0)  # logged tokens / logged seconds
     assert cost["peak_memory_mb"] is None  # 0 means "not measured"
     assert cost["counters"] == {"samples": 160, "replayed_rows": 40, "tokens": 2000}
+    assert cost["general_share"] == 0.0  # no general rows counted
+
+
+def test_general_rows_have_their_own_share():
+    """GeRe's general rows are not replayed task rows: a GeRe run used to show share 0."""
+    records = [
+        {"type": "step", "step": 1, "task": 0, "tokens": 50, "samples": 8, "replayed": 1,
+         "general": 1, "seconds": 1.0},
+        {"type": "task_end", "task": 0, "seconds": 1.0,
+         "counters": {"samples": 8.0, "replayed_rows": 1.0, "general_rows": 2.0}},
+    ]  # fmt: skip
+    cost = cost_summary(records)
+    assert cost["general_share"] == pytest.approx(2 / 8)
+    assert cost["replayed_share"] == pytest.approx(1 / 8)

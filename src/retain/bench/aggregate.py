@@ -25,6 +25,7 @@ import numpy as np
 
 from retain.bench.plan import REFERENCES, read_manifest
 from retain.eval.matrix import ScoreMatrix
+from retain.eval.metrics import general_share
 from retain.eval.seeds import t_quantile
 from retain.eval.uncertainty import metric_replicates, percentile_bounds, resample_indices
 from retain.results.examples import ExampleResults
@@ -35,8 +36,8 @@ QUALITY: tuple[str, ...] = (
 """Metrics from the score matrix, in table order (`gap_closed` needs both references)."""
 
 COST: tuple[str, ...] = (
-    "replayed_share", "extra_forward_passes", "train_tokens_per_s", "wall_clock_s",
-    "peak_memory_mb",
+    "replayed_share", "general_share", "extra_forward_passes", "train_tokens_per_s",
+    "wall_clock_s", "peak_memory_mb",
 )  # fmt: skip
 """Cost per run from its log; `wall_clock_s` = training + evaluation seconds."""
 
@@ -198,6 +199,8 @@ def _cost(run: SeedRun, name: str) -> float | None:
     if name == "wall_clock_s":
         parts = [cost.get("train_seconds"), cost.get("eval_seconds")]
         return float(sum(parts)) if all(isinstance(p, int | float) for p in parts) else None
+    if name == "general_share":  # derived, so runs finished before it existed have it too
+        return general_share(cost)
     value = cost.get(name)
     return float(value) if isinstance(value, int | float) else None
 

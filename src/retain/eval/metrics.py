@@ -162,6 +162,7 @@ COST_NAMES: tuple[str, ...] = (
     "train_tokens_per_s",
     "replayed_samples",
     "replayed_share",
+    "general_share",
     "replay_events",
     "extra_forward_passes",
     "peak_memory_mb",
@@ -220,7 +221,7 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
     replayed = counted("replayed_rows", "replayed")
     seconds_per_task = [_num(r.get("seconds")) for r in task_ends.values()]
     peaks = [float(r["peak_memory_mb"]) for r in task_ends.values() if r.get("peak_memory_mb")]
-    return {
+    cost = {
         "optimizer_steps": int(max(numbered)) if numbered else len(step_recs),
         "train_tokens": int(tokens),
         "train_samples": int(samples),
@@ -235,6 +236,17 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds_per_task": seconds_per_task,
         "counters": {k: _plain(v) for k, v in counters.items()},
     }
+    cost["general_share"] = general_share(cost)
+    return cost
+
+
+def general_share(cost: dict[str, Any]) -> float | None:
+    """Share of the training rows that were general-replay rows (GeRe's), from the counters;
+    `replayed_share` counts replayed task rows only."""
+    samples = cost.get("train_samples")
+    if not samples:
+        return None
+    return float((cost.get("counters") or {}).get("general_rows", 0)) / samples
 
 
 def _plain(value: float) -> int | float:

@@ -108,8 +108,10 @@ def test_gap_closed_and_paired_differences_on_crafted_matrices() -> None:
     # equal references: no gap to close
     same = {("sequential", 42): seq, ("multitask", 42): crafted("multitask", 42, full_cells(
         [[0, 0], [1, 0], [0, 1]]), TASKS), ("m", 42): method}
-    assert summarise(["sequential", "multitask", "m"], [42], same, 50).quality["m"][
-        "gap_closed"] is None
+    equal = summarise(["sequential", "multitask", "m"], [42], same, 50)
+    assert equal.quality["m"]["gap_closed"] is None
+    assert any("no resolved gap" in note for note in equal.notes)
+    assert not any("no resolved gap" in note for note in summary.notes)  # multitask +50, exact
 
 
 def test_general_share_is_read_from_the_counters_of_runs_that_predate_it() -> None:

@@ -233,7 +233,24 @@ def summarise(
             out.differences[method] = {
                 n: _difference(mine, n, runs, draws) for n in QUALITY if n != "gap_closed"
             }
+    note = _gap_note(out.differences.get("multitask", {}).get("ap"))
+    if note:
+        out.notes.append(note)
     return out
+
+
+def _gap_note(multitask_gain: Estimate | None) -> str | None:
+    """gap_closed divides by multitask − sequential; where that gain is not resolved above 0
+    the ratio is noise over noise, and the reader must be told so."""
+    if multitask_gain is None or (multitask_gain.significant and multitask_gain.mean > 0):
+        return None
+    gain = f"{multitask_gain.mean:+.2f}"
+    if multitask_gain.low is not None and multitask_gain.high is not None:
+        gain += f" [{multitask_gain.low:+.2f}, {multitask_gain.high:+.2f}]"
+    return (
+        f"multitask did not beat sequential on ap ({gain}): there is no resolved gap to "
+        "close, so gap_closed is not meaningful on this bench"
+    )
 
 
 def _value(run: SeedRun, name: str, runs: dict[tuple[str, int], SeedRun]) -> float | None:

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from retain.bench.aggregate import SeedRun, combine, load_bench, summarise
+from retain.bench.figures import cost_figure
 from retain.bench.plan import base_config, plan_bench
 from retain.cli import app
 from retain.eval.matrix import ScoreMatrix
@@ -112,6 +113,21 @@ def test_gap_closed_and_paired_differences_on_crafted_matrices() -> None:
     assert equal.quality["m"]["gap_closed"] is None
     assert any("no resolved gap" in note for note in equal.notes)
     assert not any("no resolved gap" in note for note in summary.notes)  # multitask +50, exact
+
+
+def test_cost_figure_plots_ap_when_multitask_did_not_beat_sequential() -> None:
+    seq = crafted("sequential", 42, full_cells([[0, 0], [1, 0], [0, 1]]), TASKS)  # ap 50
+    good = crafted("multitask", 42, full_cells([[0, 0], [1, 1], [1, 1]]), TASKS)  # ap 100
+    worse = crafted("multitask", 42, full_cells([[0, 0], [1, 0], [0, 0.75]]), TASKS)  # ap 37.5
+    method = crafted("m", 42, full_cells([[0, 0], [1, 0], [0.5, 1]]), TASKS)
+    labels = {}
+    for name, multi in (("good", good), ("worse", worse)):
+        runs = {(r.method, 42): r for r in (seq, multi, method)}
+        for run in runs.values():
+            run.metrics["cost"] = {"train_seconds": 10.0, "eval_seconds": 5.0}
+        summary = summarise(["sequential", "multitask", "m"], [42], runs, n_resamples=50)
+        labels[name] = cost_figure(summary).axes[0].get_ylabel()
+    assert labels["good"].startswith("gap_closed") and labels["worse"] == "ap"
 
 
 def test_general_share_is_read_from_the_counters_of_runs_that_predate_it() -> None:

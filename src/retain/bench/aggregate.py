@@ -233,17 +233,20 @@ def summarise(
             out.differences[method] = {
                 n: _difference(mine, n, runs, draws) for n in QUALITY if n != "gap_closed"
             }
-    note = _gap_note(out.differences.get("multitask", {}).get("ap"))
-    if note:
-        out.notes.append(note)
+    if not gap_resolved(out):
+        out.notes.append(_gap_note(out.differences["multitask"]["ap"]))  # type: ignore[arg-type]
     return out
 
 
-def _gap_note(multitask_gain: Estimate | None) -> str | None:
-    """gap_closed divides by multitask − sequential; where that gain is not resolved above 0
-    the ratio is noise over noise, and the reader must be told so."""
-    if multitask_gain is None or (multitask_gain.significant and multitask_gain.mean > 0):
-        return None
+def gap_resolved(summary: BenchSummary) -> bool:
+    """Whether multitask beat sequential significantly on `ap` (True when there is no multitask
+    to tell): gap_closed divides by that gain, and where it is not resolved above 0 the ratio
+    is noise over noise."""
+    gain = summary.differences.get("multitask", {}).get("ap")
+    return gain is None or bool(gain.significant and gain.mean > 0)
+
+
+def _gap_note(multitask_gain: Estimate) -> str:
     gain = f"{multitask_gain.mean:+.2f}"
     if multitask_gain.low is not None and multitask_gain.high is not None:
         gain += f" [{multitask_gain.low:+.2f}, {multitask_gain.high:+.2f}]"

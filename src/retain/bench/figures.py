@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retain.bench.aggregate import BenchSummary, Estimate, combine
+from retain.bench.aggregate import BenchSummary, Estimate, combine, gap_resolved
 from retain.eval.matrix import ScoreMatrix
 from retain.results import figures
 from retain.results.figures import new_figure, plain, save
@@ -85,10 +85,10 @@ def _errors(ests: list[Estimate]) -> np.ndarray | None:
 
 
 def cost_figure(summary: BenchSummary) -> Figure | None:
-    """Wall-clock seconds against gap_closed (ap where no references ran), one point a method."""
-    metric = "gap_closed"
-    if not any(summary.quality[m].get(metric) for m in summary.methods):
-        metric = "ap"
+    """Wall-clock seconds against gap_closed, one point a method; against ap where no
+    references ran or multitask did not beat sequential (no gap to close)."""
+    has_gap = any(summary.quality[m].get("gap_closed") for m in summary.methods)
+    metric = "gap_closed" if has_gap and gap_resolved(summary) else "ap"
     points = [
         (m, summary.cost[m].get("wall_clock_s"), summary.quality[m].get(metric))
         for m in summary.methods

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from retain.results import examples as examples_module
 from retain.results import files
 from retain.results.examples import ExampleResults
-from retain.results.files import unique_temp_path, write_text_atomic
+from retain.results.files import replaced_atomically, write_text_atomic
 
 
-def interleave_second_writer(monkeypatch: pytest.MonkeyPatch, module: object, write) -> None:
-    """Make the first `os.replace` in `module` run a whole second write to the same target first,
-    as a second process would between the first writer's temp write and its rename."""
+def interleave_second_writer(monkeypatch: pytest.MonkeyPatch, write) -> None:
+    """Make the first atomic rename run a whole second write to the same target first, as a
+    second process would between the first writer's temp write and its rename."""
     real_replace = os.replace
     state = {"nested": False}
 
@@ -29,14 +28,14 @@ def interleave_second_writer(monkeypatch: pytest.MonkeyPatch, module: object, wr
             write(Path(dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(module.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
 
 
 def test_interleaved_text_writes_both_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "bench.json"
-    interleave_second_writer(monkeypatch, files, lambda dst: write_text_atomic(dst, "second"))
+    interleave_second_writer(monkeypatch, lambda dst: write_text_atomic(dst, "second"))
     write_text_atomic(target, "first")
     assert target.read_text() == "first"  # the outer writer renamed last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]  # no temp file left
@@ -50,7 +49,7 @@ def test_interleaved_example_saves_both_succeed(
         out.set(0, "task_a", [score, 1.0], ids=["e0", "e1"])
         return out
 
-    interleave_second_writer(monkeypatch, examples_module, lambda dst: results(0.0).save(dst))
+    interleave_second_writer(monkeypatch, lambda dst: results(0.0).save(dst))
     path = results(1.0).save(tmp_path)
     assert ExampleResults.load(path).stacked("task_a")[1].tolist() == [[1.0, 1.0]]
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
@@ -74,6 +73,10 @@ def test_failed_write_leaves_the_old_file_and_no_temp(
 
 def test_temp_names_are_hidden_beside_the_target_and_unique(tmp_path: Path) -> None:
     target = tmp_path / "bench.json"
-    names = {unique_temp_path(target) for _ in range(100)}
-    assert len(names) == 100
+    names = set()
+    for k in range(100):
+        with replaced_atomically(target) as tmp:
+            tmp.write_text(str(k))
+            names.add(tmp)
+    assert len(names) == 100 and target.read_text() == "99"
     assert all(p.parent == tmp_path and p.name.startswith(".bench.json.") for p in names)

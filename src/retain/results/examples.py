@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from retain.results.files import unique_temp_path
+from retain.results.files import replaced_atomically
 
 EXAMPLES_FILE = "examples.npz"
 """File name of the per-example results inside a run directory."""
@@ -257,15 +257,10 @@ class ExampleResults:
             key: np.array(value, dtype=str) if isinstance(value, list) else np.asarray(value)
             for key, value in self.to_dict().items()
         }
-        tmp = unique_temp_path(path)
-        try:
-            with open(tmp, "wb") as f:  # a file object: savez would otherwise append ".npz"
-                np.savez_compressed(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)  # a file object: savez would otherwise add ".npz"
+            f.flush()
+            os.fsync(f.fileno())
         return path
 
     @classmethod

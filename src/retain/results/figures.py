@@ -8,7 +8,6 @@ is never touched. Cells that were not evaluated (NaN, e.g. above the superdiagon
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retain.eval.matrix import ScoreMatrix
-from retain.results.files import unique_temp_path
+from retain.results.files import replaced_atomically
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -38,12 +37,8 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save(fig: Figure, path: Path) -> None:
     """Write via a temp name so a reader never sees half a PNG."""
-    tmp = unique_temp_path(path)
-    try:
+    with replaced_atomically(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def plain(text: Any) -> str:

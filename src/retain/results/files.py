@@ -6,29 +6,32 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp name beside the target, so a crash never leaves half a file.
-
-    The temp name is unique per call: two processes writing the same file (two `retain bench`
-    processes sharing one bench directory) must not rename each other's temp file away."""
+    """Write via a temp name beside the target, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unique_temp_path(path)
-    try:
+    with replaced_atomically(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to; it replaces `path` when the block succeeds and is
+    removed when it fails. The name is unique per call: two processes writing the same file
+    (two `retain bench` processes sharing one bench directory) must not rename each other's
+    temp file away. The writer creates it, so the file gets the usual permissions."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def unique_temp_path(path: Path) -> Path:
-    """A hidden name beside `path`, unique to this call, for a write that ends in `os.replace`
-    (created by the writer, so the file gets the usual permissions)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def write_json(path: Path, data: Any) -> None:

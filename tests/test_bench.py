@@ -227,6 +227,46 @@ def test_a_bench_target_is_a_stream_name_a_stream_file_or_a_run_config(tmp_path:
     assert plan.run("mssr", 44).run_dir == tmp_path / "builtin" / "seed44" / "mssr"
 
 
+def test_two_bench_processes_sharing_a_folder_keep_each_others_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second writer of the manifest waits for the first one's read-merge-write, so the
+    manifest lists both plans' runs (before, the slower writer dropped the other's)."""
+    import threading
+
+    from retain.bench import plan as plan_module
+    from retain.bench.runner import record_in_manifest
+
+    base = base_config("builtin", [f"output_dir={tmp_path}"])
+    first, second = (plan_bench({**base, "seed": s}, ["mssr"], 1, references=False)
+                     for s in (42, 43))
+    record_in_manifest(plan_bench(base, ["fixed"], 1, references=False))  # a manifest exists
+    inside, release = threading.Event(), threading.Event()
+    real_read = plan_module.read_manifest
+
+    def slow_read(root: Path) -> dict:
+        data = real_read(root)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
+        return data
+
+    monkeypatch.setattr(plan_module, "read_manifest", slow_read)
+    a = threading.Thread(target=record_in_manifest, args=(first,), name="first")
+    a.start()
+    assert inside.wait(10)
+    b = threading.Thread(target=record_in_manifest, args=(second,), name="second")
+    b.start()
+    b.join(0.5)
+    blocked = b.is_alive()
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert blocked  # it waited for the first writer
+    runs = {(r["method"], r["seed"]) for r in plan_module.read_manifest(first.root)["runs"]}
+    assert runs == {("fixed", 42), ("mssr", 42), ("mssr", 43)}
+
+
 def test_an_interrupted_bench_resumes_its_run(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "retain", *_bench(tmp_path, "--no-references",
                                                    "train.checkpoint_every=2",

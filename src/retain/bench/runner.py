@@ -17,6 +17,12 @@ from typing import Any, Literal
 from retain.bench.plan import MANIFEST, BenchPlan, BenchRun
 from retain.config import config_differences, load_yaml
 from retain.results.files import write_json
+from retain.results.rundir import LOCK_FILE
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the manifest is not locked
+    fcntl = None  # type: ignore[assignment]
 
 Status = Literal["new", "finished", "resume", "changed"]
 
@@ -105,6 +111,17 @@ def merged_manifest(plan: BenchPlan) -> dict[str, Any]:
     return {**mine, "methods": methods, "seeds": seeds, "runs": runs}
 
 
+def record_in_manifest(plan: BenchPlan) -> None:
+    """Add this plan's runs to the bench's manifest. Read, merge and write happen under a lock
+    on the bench folder: two bench processes sharing it (one per seed) would otherwise each
+    write back the manifest they read, and the slower one would drop the other's runs."""
+    plan.root.mkdir(parents=True, exist_ok=True)
+    with open(plan.root / LOCK_FILE, "a+") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        write_json(plan.root / MANIFEST, merged_manifest(plan))
+
+
 def execute(
     plan: BenchPlan,
     overwrite: bool = False,
@@ -114,8 +131,7 @@ def execute(
     from retain.train.loop import run as run_one
 
     states = check_plan(plan, overwrite)
-    plan.root.mkdir(parents=True, exist_ok=True)
-    write_json(plan.root / MANIFEST, merged_manifest(plan))
+    record_in_manifest(plan)
     out = {}
     for run in plan.runs:
         state = states[(run.method, run.seed)]

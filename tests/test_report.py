@@ -347,3 +347,22 @@ def test_report_of_an_empty_run_dir(tmp_path):
     text = out.read_text()
     assert "No cost records" in text and "No metrics yet" in text
     assert "No environment.json" in text
+
+
+def test_stage_curves_use_whiskers_when_bands_would_overlap():
+    """A bench's seven methods get side-by-side whiskers; a few runs keep shaded bands."""
+    from matplotlib.collections import PolyCollection
+
+    from retain.results.figures import MAX_BANDS, stage_curves_figure
+
+    def curves(n: int):
+        ci = [{"low": 10.0, "high": 30.0}, {"low": 15.0, "high": 35.0}]
+        return [(f"m{k}", [20.0, 25.0], ci) for k in range(n)]
+
+    few = stage_curves_figure(curves(MAX_BANDS)).axes[0]
+    assert sum(isinstance(c, PolyCollection) for c in few.collections) == MAX_BANDS
+    many = stage_curves_figure(curves(7)).axes[0]
+    assert not any(isinstance(c, PolyCollection) for c in many.collections)
+    assert len(many.containers) == 7  # one errorbar per method
+    xs = [line.get_xdata()[0] for line in many.lines if len(line.get_xdata()) == 2]
+    assert len(set(xs)) == 7 and max(xs) - min(xs) < 0.5  # side by side around stage 1

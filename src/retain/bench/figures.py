@@ -121,7 +121,7 @@ def write_figures(summary: BenchSummary, out_dir: Path) -> list[tuple[str, str]]
     curves = [c for m in summary.methods if (c := stage_curve(summary, m)) is not None]
     if curves:
         save(figures.stage_curves_figure(curves), out_dir / "bench_ap_per_stage.png")
-        made.append(("bench_ap_per_stage.png", "ap_per_stage, mean over seeds (band: 95 % "
+        made.append(("bench_ap_per_stage.png", "ap_per_stage, mean over seeds (95 % interval "
                      "over seeds)"))
     for name, builder, caption in (
         ("bench_forgetting.png", forgetting_figure, "forgetting of each task at the end"),

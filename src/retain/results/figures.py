@@ -137,26 +137,40 @@ Curve = tuple[str, Sequence[float], Sequence[dict[str, Any]]]
 """(label, ap_per_stage values, their intervals or [])."""
 
 
+MAX_BANDS = 3
+"""More curves than this get whiskers, side by side, instead of shaded bands: overlapping
+bands of a whole bench (seven methods) hide each other."""
+
+
 def stage_curves_figure(curves: Sequence[Curve]) -> Figure:
-    """`ap_per_stage` of each run, with its 95 % band where the run has intervals."""
+    """`ap_per_stage` of each run, with its 95 % interval where the run has intervals."""
     fig = new_figure(7.0, 4.0)
     ax = fig.add_subplot()
     longest = 1
+    whiskers = len(curves) > MAX_BANDS
     for k, (name, values, cis) in enumerate(curves):
-        xs = np.arange(1, len(values) + 1)
+        xs = np.arange(1, len(values) + 1, dtype=float)
+        if whiskers:
+            xs += 0.5 * (k - (len(curves) - 1) / 2) / len(curves)
         longest = max(longest, len(values))
         color = f"C{k % 10}"
-        ax.plot(xs, [_num(v) for v in values], marker="o", color=color, label=plain(name))
+        ys = [_num(v) for v in values]
+        ax.plot(xs, ys, marker="o", markersize=4, color=color, label=plain(name))
         if len(cis) == len(values) and cis:
-            low = [_num(c.get("low")) for c in cis]
-            high = [_num(c.get("high")) for c in cis]
-            ax.fill_between(xs, low, high, color=color, alpha=0.18, linewidth=0)
+            low = np.array([_num(c.get("low")) for c in cis])
+            high = np.array([_num(c.get("high")) for c in cis])
+            if whiskers:
+                err = np.vstack([np.array(ys) - low, high - np.array(ys)])
+                ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=color, capsize=2, alpha=0.8)
+            else:
+                ax.fill_between(xs, low, high, color=color, alpha=0.18, linewidth=0)
     ax.set_xticks(range(1, longest + 1))
     ax.set_xlabel("stage t (after training task t)")
     ax.set_ylabel("ap_per_stage (mean over tasks 1..t)")
     ax.grid(alpha=0.3)
     if curves:
-        ax.legend(fontsize=8, title="shaded: 95 % CI", title_fontsize=8)
+        title = "whiskers: 95 % CI" if whiskers else "shaded: 95 % CI"
+        ax.legend(fontsize=8, title=title, title_fontsize=8)
     return fig
 
 

@@ -318,6 +318,16 @@ def test_cost_summary_prefers_cumulative_counters():
     assert cost["general_share"] == 0.0  # no general rows counted
 
 
+def test_cpu_seconds_add_training_and_evaluation_or_say_none():
+    records = [
+        {"type": "task_end", "task": 0, "seconds": 9.0, "cpu_seconds": 4.0},
+        {"type": "eval", "stage": 1, "seconds": 3.0, "cpu_seconds": 1.5},
+    ]
+    assert cost_summary(records)["cpu_seconds"] == pytest.approx(5.5)
+    older = [*records, {"type": "eval", "stage": 2, "seconds": 3.0}]  # logged before it existed
+    assert cost_summary(older)["cpu_seconds"] is None
+
+
 def test_general_rows_have_their_own_share():
     """GeRe's general rows are not replayed task rows: a GeRe run used to show share 0."""
     records = [

@@ -168,6 +168,7 @@ COST_NAMES: tuple[str, ...] = (
     "peak_memory_mb",
     "train_seconds",
     "eval_seconds",
+    "cpu_seconds",
     "seconds_per_task",
 )
 
@@ -233,11 +234,22 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_mb": max(peaks) if peaks else None,
         "train_seconds": sum(seconds_per_task) if task_ends else step_seconds,
         "eval_seconds": total(evals.values(), "seconds"),
+        "cpu_seconds": _cpu_seconds([*task_ends.values(), *evals.values()]),
         "seconds_per_task": seconds_per_task,
         "counters": {k: _plain(v) for k, v in counters.items()},
     }
     cost["general_share"] = general_share(cost)
     return cost
+
+
+def _cpu_seconds(records: list[dict[str, Any]]) -> float | None:
+    """Training plus evaluation CPU time of the process (all its threads): unlike wall-clock,
+    it hardly changes when other jobs share the machine. None for logs written before it was
+    recorded, or where a record lacks it (a partial sum would understate the cost)."""
+    values = [r.get("cpu_seconds") for r in records]
+    if not values or any(not isinstance(v, int | float) for v in values):
+        return None
+    return float(sum(values))
 
 
 def general_share(cost: dict[str, Any]) -> float | None:

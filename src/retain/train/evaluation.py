@@ -8,6 +8,7 @@ Kept apart from the training loop: a row is scored on the unwrapped model (DDP's
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +53,9 @@ def _row(trainer: ContinualTrainer, stage: int) -> tuple[RowScores, bool]:
 
 def evaluate_stage(trainer: ContinualTrainer, stage: int) -> None:
     """Score row `stage` (the tasks `eval.cells` needs and the general suite) and write it."""
+    cpu_start = time.process_time()
     row, cached = _row(trainer, stage)
+    cpu_seconds = time.process_time() - cpu_start
     trainer.matrix.set_row(stage, row.scores, row.general)
     for name, result in row.examples.items():
         trainer.examples.set(stage, name, result.scores, extra=result.metrics)
@@ -70,6 +73,7 @@ def evaluate_stage(trainer: ContinualTrainer, stage: int) -> None:
             "scores": row.scores,
             "general": row.general,
             "seconds": row.seconds,
+            "cpu_seconds": cpu_seconds,
             "cached": cached,
         }
     )

@@ -254,7 +254,7 @@ class ContinualTrainer:
         lossers, after = self.plugins_with("extra_loss"), self.plugins_with("after_step")
         pad_id = int(self.tokenizer.pad_token_id)
         self.model.train()
-        task_start = time.perf_counter()
+        task_start, task_cpu = time.perf_counter(), time.process_time()
         bar = progress(
             steps, f"task {t + 1}/{len(self.stream)} {task.name}", tc.progress, start_step
         )
@@ -321,6 +321,7 @@ class ContinualTrainer:
                 "name": task.name,
                 "steps": steps,
                 "seconds": time.perf_counter() - task_start,
+                "cpu_seconds": time.process_time() - task_cpu,  # this process's, all threads
                 "peak_memory_mb": peak_memory_mb(self.device),
                 "peak_memory_scope": self.peak_memory_scope,
                 "counters": dict(ctx.counters),

@@ -126,8 +126,15 @@ def test_cost_figure_plots_ap_when_multitask_did_not_beat_sequential() -> None:
         for run in runs.values():
             run.metrics["cost"] = {"train_seconds": 10.0, "eval_seconds": 5.0}
         summary = summarise(["sequential", "multitask", "m"], [42], runs, n_resamples=50)
-        labels[name] = cost_figure(summary).axes[0].get_ylabel()
+        axes = cost_figure(summary).axes[0]
+        labels[name] = axes.get_ylabel()
+        assert axes.get_xlabel().startswith("wall-clock")  # no CPU time in these runs
     assert labels["good"].startswith("gap_closed") and labels["worse"] == "ap"
+    for run in (seq, worse, method):
+        run.metrics["cost"]["cpu_seconds"] = 12.0
+    runs = {(r.method, 42): r for r in (seq, worse, method)}
+    summary = summarise(["sequential", "multitask", "m"], [42], runs, n_resamples=50)
+    assert cost_figure(summary).axes[0].get_xlabel().startswith("CPU seconds")
 
 
 def test_general_share_is_read_from_the_counters_of_runs_that_predate_it() -> None:

@@ -244,8 +244,10 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _cpu_seconds(records: list[dict[str, Any]]) -> float | None:
     """Training plus evaluation CPU time of the process (all its threads): unlike wall-clock,
-    it hardly changes when other jobs share the machine. None for logs written before it was
-    recorded, or where a record lacks it (a partial sum would understate the cost)."""
+    it hardly changes when other jobs share the machine. It counts the work this run did, so a
+    row 0 taken from the bench's cache costs ~0 here (its wall-clock seconds are the scoring
+    run's). None for logs written before it was recorded, or where a record lacks it (a
+    partial sum would understate the cost)."""
     values = [r.get("cpu_seconds") for r in records]
     if not values or any(not isinstance(v, int | float) for v in values):
         return None

@@ -320,10 +320,13 @@ def test_cost_summary_prefers_cumulative_counters():
 
 def test_cpu_seconds_add_training_and_evaluation_or_say_none():
     records = [
+        {"type": "eval", "stage": 0, "seconds": 3.0, "cpu_seconds": 2.0},  # the same for all
         {"type": "task_end", "task": 0, "seconds": 9.0, "cpu_seconds": 4.0},
         {"type": "eval", "stage": 1, "seconds": 3.0, "cpu_seconds": 1.5},
     ]
     assert cost_summary(records)["cpu_seconds"] == pytest.approx(5.5)
+    cached_row0 = [{**records[0], "cpu_seconds": 0.0, "cached": True}, *records[1:]]
+    assert cost_summary(cached_row0)["cpu_seconds"] == pytest.approx(5.5)
     older = [*records, {"type": "eval", "stage": 2, "seconds": 3.0}]  # logged before it existed
     assert cost_summary(older)["cpu_seconds"] is None
 

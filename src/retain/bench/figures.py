@@ -85,8 +85,9 @@ def _errors(ests: list[Estimate]) -> np.ndarray | None:
 
 
 def cost_figure(summary: BenchSummary) -> Figure | None:
-    """Wall-clock seconds against gap_closed, one point a method; against ap where no
-    references ran or multitask did not beat sequential (no gap to close)."""
+    """Seconds per run (CPU time where every method has it, else wall-clock) against
+    gap_closed, one point a method; against ap where no references ran or multitask did not
+    beat sequential (no gap to close)."""
     has_gap = any(summary.quality[m].get("gap_closed") for m in summary.methods)
     metric = "gap_closed" if has_gap and gap_resolved(summary) else "ap"
     # CPU time where every method has it: wall-clock also measures whatever shared the machine

@@ -234,7 +234,9 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_mb": max(peaks) if peaks else None,
         "train_seconds": sum(seconds_per_task) if task_ends else step_seconds,
         "eval_seconds": total(evals.values(), "seconds"),
-        "cpu_seconds": _cpu_seconds([*task_ends.values(), *evals.values()]),
+        "cpu_seconds": _cpu_seconds(
+            [*task_ends.values(), *(e for e in evals.values() if e.get("stage") != 0)]
+        ),
         "seconds_per_task": seconds_per_task,
         "counters": {k: _plain(v) for k, v in counters.items()},
     }
@@ -244,10 +246,11 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _cpu_seconds(records: list[dict[str, Any]]) -> float | None:
     """Training plus evaluation CPU time of the process (all its threads): unlike wall-clock,
-    it hardly changes when other jobs share the machine. It counts the work this run did, so a
-    row 0 taken from the bench's cache costs ~0 here (its wall-clock seconds are the scoring
-    run's). None for logs written before it was recorded, or where a record lacks it (a
-    partial sum would understate the cost)."""
+    it hardly changes when other jobs share the machine. Row 0 (the untouched model) is left
+    out: it is the same for every method, and in a bench only the first run scores it (the
+    others read it from the cache), which would charge that one run alone. None for logs
+    written before it was recorded, or where a record lacks it (a partial sum would
+    understate the cost)."""
     values = [r.get("cpu_seconds") for r in records]
     if not values or any(not isinstance(v, int | float) for v in values):
         return None

@@ -17,12 +17,7 @@ from typing import Any, Literal
 from retain.bench.plan import MANIFEST, BenchPlan, BenchRun
 from retain.config import config_differences, load_yaml
 from retain.results.files import write_json
-from retain.results.rundir import LOCK_FILE
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: the manifest is not locked
-    fcntl = None  # type: ignore[assignment]
+from retain.results.rundir import LOCK_FILE, waiting_lock
 
 Status = Literal["new", "finished", "resume", "changed"]
 
@@ -116,9 +111,7 @@ def record_in_manifest(plan: BenchPlan) -> None:
     on the bench folder: two bench processes sharing it (one per seed) would otherwise each
     write back the manifest they read, and the slower one would drop the other's runs."""
     plan.root.mkdir(parents=True, exist_ok=True)
-    with open(plan.root / LOCK_FILE, "a+") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
+    with waiting_lock(plan.root / LOCK_FILE):
         write_json(plan.root / MANIFEST, merged_manifest(plan))
 
 

@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -87,6 +88,16 @@ class RunLock:
             self._file.truncate(0)
             self._file.close()  # closing drops the flock
         self._file = None
+
+
+@contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` for the block, waiting for another holder to finish (for
+    short read-modify-writes of a shared file; a run holds `RunLock` instead)."""
+    with open(path, "a+") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # dropped when the file closes
+        yield
 
 
 def _describe(holder: str) -> str:

@@ -234,8 +234,15 @@ def summarise(
             out.differences[method] = {
                 n: _difference(mine, n, runs, draws) for n in QUALITY if n != "gap_closed"
             }
-    if not gap_resolved(out):
-        out.notes.append(_gap_note(out.differences["multitask"]["ap"]))  # type: ignore[arg-type]
+    gain = out.differences.get("multitask", {}).get("ap")
+    if not gap_resolved(out) and gain is not None:
+        text = f"{gain.mean:+.2f}"
+        if gain.low is not None and gain.high is not None:
+            text += f" [{gain.low:+.2f}, {gain.high:+.2f}]"
+        out.notes.append(
+            f"multitask did not beat sequential on ap ({text}): there is no resolved gap to "
+            "close, so gap_closed is not meaningful on this bench"
+        )
     return out
 
 
@@ -245,16 +252,6 @@ def gap_resolved(summary: BenchSummary) -> bool:
     is noise over noise."""
     gain = summary.differences.get("multitask", {}).get("ap")
     return gain is None or bool(gain.significant and gain.mean > 0)
-
-
-def _gap_note(multitask_gain: Estimate) -> str:
-    gain = f"{multitask_gain.mean:+.2f}"
-    if multitask_gain.low is not None and multitask_gain.high is not None:
-        gain += f" [{multitask_gain.low:+.2f}, {multitask_gain.high:+.2f}]"
-    return (
-        f"multitask did not beat sequential on ap ({gain}): there is no resolved gap to "
-        "close, so gap_closed is not meaningful on this bench"
-    )
 
 
 def _value(run: SeedRun, name: str, runs: dict[tuple[str, int], SeedRun]) -> float | None:

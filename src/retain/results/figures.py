@@ -154,13 +154,13 @@ def stage_curves_figure(curves: Sequence[Curve]) -> Figure:
             xs += 0.5 * (k - (len(curves) - 1) / 2) / len(curves)
         longest = max(longest, len(values))
         color = f"C{k % 10}"
-        ys = [_num(v) for v in values]
+        ys = np.array([_num(v) for v in values])
         ax.plot(xs, ys, marker="o", markersize=4, color=color, label=plain(name))
         if len(cis) == len(values) and cis:
             low = np.array([_num(c.get("low")) for c in cis])
             high = np.array([_num(c.get("high")) for c in cis])
             if whiskers:
-                err = np.vstack([np.array(ys) - low, high - np.array(ys)])
+                err = np.vstack([ys - low, high - ys])
                 ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=color, capsize=2, alpha=0.8)
             else:
                 ax.fill_between(xs, low, high, color=color, alpha=0.18, linewidth=0)

@@ -51,7 +51,8 @@ DEFINITIONS: dict[str, str] = {
     "forgetting_max": "Forgetting (Chaudhry et al.): (1/(T−1)) Σ_{j<T} "
     "(max_{j≤l≤T−1} R[l,j] − R[T,j]); the max runs over the stages after task j was learned "
     "(l ≥ j, so the base-model row 0 never counts), and it is max-minus-last, not "
-    "first-minus-last. Undefined for T=1.",
+    "first-minus-last. Undefined for T=1. Biased upwards by test noise (a max over noisy "
+    "scores): on small test sets read it against multitask's, which has nothing to forget.",
     "forgetting_first": "Forgetting of the first task: max_{1≤l≤T−1} R[l,1] − R[T,1], "
     "forgetting_max's term for j = 1 (the task a stream has longest to forget). Undefined for "
     "T=1.",

@@ -120,7 +120,7 @@ def test_cost_figure_plots_ap_when_multitask_did_not_beat_sequential() -> None:
     good = crafted("multitask", 42, full_cells([[0, 0], [1, 1], [1, 1]]), TASKS)  # ap 100
     worse = crafted("multitask", 42, full_cells([[0, 0], [1, 0], [0, 0.75]]), TASKS)  # ap 37.5
     method = crafted("m", 42, full_cells([[0, 0], [1, 0], [0.5, 1]]), TASKS)
-    labels = {}
+    labels, legends = {}, {}
     for name, multi in (("good", good), ("worse", worse)):
         runs = {(r.method, 42): r for r in (seq, multi, method)}
         for run in runs.values():
@@ -128,8 +128,11 @@ def test_cost_figure_plots_ap_when_multitask_did_not_beat_sequential() -> None:
         summary = summarise(["sequential", "multitask", "m"], [42], runs, n_resamples=50)
         axes = cost_figure(summary).axes[0]
         labels[name] = axes.get_ylabel()
+        legends[name] = [t.get_text() for t in axes.get_legend().get_texts()]
         assert axes.get_xlabel().startswith("wall-clock")  # no CPU time in these runs
     assert labels["good"].startswith("gap_closed") and labels["worse"] == "ap"
+    # each plotted method named once; the references have no gap_closed of their own
+    assert legends == {"good": ["m"], "worse": ["sequential", "multitask", "m"]}
     for run in (seq, worse, method):
         run.metrics["cost"]["cpu_seconds"] = 12.0
     runs = {(r.method, 42): r for r in (seq, worse, method)}

@@ -99,13 +99,13 @@ def cost_figure(summary: BenchSummary) -> Figure | None:
     points = [(m, x, y) for m, x, y in points if x is not None and y is not None]
     if not points:
         return None
-    fig = new_figure(6.5, 4.2)
+    fig = new_figure(7.8, 4.2)
     ax = fig.add_subplot()
     for k, (m, x, y) in enumerate(points):
         ax.errorbar([x.mean], [y.mean], xerr=_errors([x]), yerr=_errors([y]), fmt="o",
                     color=f"C{k % 10}", capsize=3, label=plain(m))
-        ax.annotate(plain(m), (x.mean, y.mean), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8)
+    # a legend, not labels at the points: methods of similar cost would print over each other
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xlabel(f"{'CPU' if clock == 'cpu_seconds' else 'wall-clock'} seconds per run "
                   "(train + evaluation)")
     ax.set_ylabel(metric + (" (0 = sequential, 1 = multitask)" if metric == "gap_closed" else ""))

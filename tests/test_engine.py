@@ -87,6 +87,21 @@ def test_log_every_logs_every_nth_step_and_the_last(tmp_path: Path) -> None:
     assert result.metrics["cost"]["optimizer_steps"] == 12
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_schedule_constant_keeps_the_rate_and_cosine_decays_it(
+    tmp_path: Path, schedule: str
+) -> None:
+    result = run(tiny_config(tmp_path, f"name={schedule}", "data.num_tasks=1",
+                             "train.warmup_ratio=0.0", f"train.lr_schedule={schedule}"))
+    lrs = [r["lr"] for r in map(json.loads, (result.run_dir / "log.jsonl").read_text().splitlines())
+           if r["type"] == "step"]
+    assert len(lrs) == 6
+    if schedule == "constant":
+        assert lrs == pytest.approx([5e-3] * 6)
+    else:
+        assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] < 5e-3 / 2
+
+
 def test_multitask_trains_every_stage_on_all_tasks(tmp_path: Path) -> None:
     from retain.train.loop import ContinualTrainer
 

@@ -120,6 +120,11 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, gt=0)
     lr: float = Field(2e-4, gt=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="learning-rate schedule within each task after warm-up: cosine decay to 0, "
+        "or constant (O-LoRA's setting)",
+    )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"

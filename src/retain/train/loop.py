@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from retain.config import RunConfig
 from retain.data.encoding import (
@@ -220,9 +220,11 @@ class ContinualTrainer:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
         # The schedule counts global optimizer steps. It is not handed to accelerate, whose
         # wrapper would step it once per process (warm-up over after 1/N of it, LR 0 halfway).
-        self.scheduler = get_cosine_schedule_with_warmup(
-            optimizer, int(round(tc.warmup_ratio * steps)), steps
-        )
+        warmup = int(round(tc.warmup_ratio * steps))
+        if tc.lr_schedule == "constant":
+            self.scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+        else:
+            self.scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
         self.optimizer = self.accelerator.prepare(optimizer)
 
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:

@@ -44,11 +44,13 @@ from retain.results.trackers import Trackers
 from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
 from retain.train.distributed import (
+    check_process_count,
     global_view,
     plugin_state_digests,
     reduce_losses,
 )
 from retain.train.evaluation import evaluate_stage, export_adapter, score_examples
+from retain.train.fsdp import FSDP_SHARDING, gathered, load_optimizer_state, shard_model
 from retain.train.outcome import final_metrics
 from retain.train.resume import (
     load_resume_state,
@@ -104,6 +106,7 @@ class ContinualTrainer:
             if unused
             else None,
         )
+        check_process_count(self.accelerator)
         # locked for the life of the run; resumed, cleared or refused before anything is written
         self._lock = open_run_dir(config, overwrite, self.accelerator)
         set_seed(config.seed)
@@ -142,7 +145,10 @@ class ContinualTrainer:
         )
         for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
-        self.model = self.accelerator.prepare(model)
+        if config.train.sharding == FSDP_SHARDING:  # train/fsdp.py
+            self.model = shard_model(model, self.accelerator)
+        else:
+            self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
         self.matrix = ScoreMatrix(
             self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
@@ -240,7 +246,7 @@ class ContinualTrainer:
             plugin.on_task_start(ctx, task)
         self._new_optimizer(steps, task_lr(task.budget, tc.lr))
         if resume_state is not None:
-            self.optimizer.load_state_dict(resume_state["optimizer"])
+            load_optimizer_state(self.model, self.optimizer, resume_state["optimizer"])
             self.scheduler.load_state_dict(resume_state["scheduler"])
             restore_rng(self, resume_state)  # plugins were restored before on_task_start
             ctx.task_step = start_step
@@ -342,7 +348,8 @@ class ContinualTrainer:
             write_fingerprint(self)
             for plugin in self.plugins_with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
-            evaluate_stage(self, 0)
+            with gathered(self.model):  # whole weights: ranks score different examples
+                evaluate_stage(self, 0)
             self.save(-1, 0, "done")
             state = {"position": {"task": -1, "step": 0, "phase": "done"}}
         pos = state["position"]
@@ -350,7 +357,8 @@ class ContinualTrainer:
         for t in range(first, len(self.stream)):
             mid_task = pos["phase"] == "train" and t == pos["task"]
             self.train_task(t, pos["step"] if mid_task else 0, state if mid_task else None)
-            evaluate_stage(self, t + 1)
+            with gathered(self.model):
+                evaluate_stage(self, t + 1)
             export_adapter(self, t)
             self.save(t, 0, "done")
         return RunResult(self.run_dir, self.finish(), resumed)

@@ -16,6 +16,7 @@ sharded run resumes on any number of processes and its files read like every oth
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -55,9 +56,28 @@ def _process_group(device: torch.device) -> int:
     return dist.get_world_size()
 
 
-def shard_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
+_REPLICATED: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per sharded model: the parameters left whole on every rank (`shard_model`'s `replicated`)."""
+
+
+def replicated_parameters(plugins: list[Any]) -> list[nn.Parameter]:
+    """Parameters plugins rewrite in place outside the optimizer (ProCL's consolidation and
+    task resets): sharded, those writes would need every plugin to speak DTensor, so they stay
+    whole and replicated, their gradients averaged like DDP's (`sync_replicated_grads`)."""
+    found: dict[int, nn.Parameter] = {}
+    for plugin in plugins:
+        for param in getattr(plugin, "replicated_parameters", list)():
+            found[id(param)] = param
+    return list(found.values())
+
+
+def shard_model(
+    model: nn.Module, accelerator: Accelerator, replicated: list[nn.Parameter] | None = None
+) -> nn.Module:
     """`model` on the accelerator's device, each decoder block and then the root sharded over
-    every process.
+    every process; `replicated` parameters stay whole on every rank.
 
     Frozen and trainable parameters (LoRA) share units: FSDP2 keeps `requires_grad` per
     parameter, so the optimizer sees exactly the trainable ones, as a shard per rank."""
@@ -82,10 +102,28 @@ def shard_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
             f"train.sharding=fsdp2: {type(model).__name__} names no repeated blocks "
             "(_no_split_modules), so retain cannot choose FSDP units; use train.sharding=none"
         )
+    ignored = set(replicated or [])
     for unit in units:
-        fully_shard(unit, mesh=mesh, reshard_after_forward=True)
-    fully_shard(model, mesh=mesh)
+        fully_shard(unit, mesh=mesh, reshard_after_forward=True, ignored_params=ignored)
+    fully_shard(model, mesh=mesh, ignored_params=ignored)
+    if ignored:
+        _REPLICATED[model] = [p for p in model.parameters() if p in ignored]
     return model
+
+
+def sync_replicated_grads(model: nn.Module) -> None:
+    """Average the gradients of the replicated parameters over ranks, once per optimizer step
+    (after the last micro-batch, before clipping); FSDP2 reduces only the sharded ones."""
+    params = [p for p in _REPLICATED.get(model, []) if p.grad is not None]
+    if not params or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)  # a sum: gloo has no average
+    flat /= dist.get_world_size()
+    start = 0
+    for p in params:
+        p.grad.copy_(flat[start : start + p.grad.numel()].view_as(p.grad))
+        start += p.grad.numel()
 
 
 def _units(model: nn.Module) -> list[Any]:
@@ -146,7 +184,10 @@ def load_full_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) 
                     f"the model expects {tuple(param.shape)}"
                 )
             if isinstance(param, DTensor):
-                value = distribute_tensor(value, param.device_mesh, param.placements)
+                # every rank holds the full tensor: each keeps its shard, nothing is sent
+                value = distribute_tensor(
+                    value, param.device_mesh, param.placements, src_data_rank=None
+                )
             param.copy_(value)
 
 

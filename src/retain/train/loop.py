@@ -50,7 +50,14 @@ from retain.train.distributed import (
     reduce_losses,
 )
 from retain.train.evaluation import evaluate_stage, export_adapter, score_examples
-from retain.train.fsdp import FSDP_SHARDING, gathered, load_optimizer_state, shard_model
+from retain.train.fsdp import (
+    FSDP_SHARDING,
+    gathered,
+    load_optimizer_state,
+    replicated_parameters,
+    shard_model,
+    sync_replicated_grads,
+)
 from retain.train.outcome import final_metrics
 from retain.train.resume import (
     load_resume_state,
@@ -146,7 +153,7 @@ class ContinualTrainer:
         for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
         if config.train.sharding == FSDP_SHARDING:  # train/fsdp.py
-            self.model = shard_model(model, self.accelerator)
+            self.model = shard_model(model, self.accelerator, replicated_parameters(self.plugins))
         else:
             self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
@@ -271,6 +278,7 @@ class ContinualTrainer:
             tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
             scales = LossScales.of(plan, world)  # see train/step.py
             step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
+            sync_replicated_grads(self.model)  # FSDP2 only (train/fsdp.py)
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()
@@ -316,7 +324,8 @@ class ContinualTrainer:
         for plugin in self.plugins_with("on_task_end"):
             plugin.on_task_end(ctx, task)
         if world > 1:  # every rank must hold the same plugin state; the log shows it did
-            digests = plugin_state_digests(self.accelerator, self.plugins)
+            with gathered(self.model):  # plugin tensors that live in the model, whole
+                digests = plugin_state_digests(self.accelerator, self.plugins)
             self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
             if len(set(digests)) != 1:
                 raise RuntimeError(f"plugin states differ across ranks after task {task.name}")

@@ -147,13 +147,21 @@ def trainable_state(trainer: ContinualTrainer) -> dict[str, torch.Tensor]:
     return trainable_state_dict(model, copy=False)
 
 
+def plugin_states(trainer: ContinualTrainer) -> dict[str, Any]:
+    """Every plugin's state; a plugin tensor that lives in a sharded model is read whole."""
+    from retain.train.fsdp import gathered
+
+    with gathered(trainer.model):
+        return {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)}
+
+
 def save_state(trainer: ContinualTrainer, task: int, step: int, phase: str) -> None:
     """Everything needed to continue exactly from (task, step, phase), and the fingerprint."""
     state: dict[str, Any] = {
         "position": {"task": task, "step": step, "phase": phase},
         "global_step": trainer.ctx.global_step,
         "trainable": trainable_state(trainer),
-        "plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)},
+        "plugins": plugin_states(trainer),
         "matrix": trainer.matrix.to_json(),
         "counters": dict(trainer.ctx.counters),
         "rng": rank_rng_states(trainer),

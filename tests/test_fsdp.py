@@ -146,3 +146,19 @@ def test_sharding_is_refused_under_accelerates_own_fsdp() -> None:
     launched = SimpleNamespace(distributed_type=DistributedType.FSDP, device=torch.device("cpu"))
     with pytest.raises(ValueError, match="configured accelerate for FSDP.*sharding=none"):
         shard_model(torch.nn.Linear(2, 2), launched)  # type: ignore[arg-type]
+
+
+def test_gpu_throughput_benchmark_runs_sharded_on_one_cpu_process(tmp_path: Path) -> None:
+    """benchmarks/gpu_throughput.py in its smoke mode, retain's side sharded with FSDP2 on a
+    single rank (the path a one-GPU session runs): it must finish and report both sides."""
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_throughput.py"
+    out = tmp_path / "throughput.json"
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--sharding", "fsdp2",
+                           "--json", str(out)], env=ENV, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["sharding"] == "fsdp2" and result["steps"] == 3
+    assert result["retain_tokens_per_s"] > 0 and result["trainer_tokens_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["retain_tokens_per_s"] / result["trainer_tokens_per_s"])

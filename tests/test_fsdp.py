@@ -162,3 +162,17 @@ def test_gpu_throughput_benchmark_runs_sharded_on_one_cpu_process(tmp_path: Path
     assert result["retain_tokens_per_s"] > 0 and result["trainer_tokens_per_s"] > 0
     assert result["ratio"] == pytest.approx(
         result["retain_tokens_per_s"] / result["trainer_tokens_per_s"])
+
+
+def test_a_teacher_forward_on_one_ranks_rows_is_refused_before_sharding() -> None:
+    """GeRe's KL/L1/L2 under LoRA run a forward on a rank's own general rows only: sharded,
+    the other rank would wait in its all-gather forever, so the run is refused at start."""
+    from types import SimpleNamespace
+
+    from retain.train.fsdp import refuse_rank_local_forwards
+
+    kl = SimpleNamespace(name="gere_kl", loss="kl", teacher_cached=False)
+    with pytest.raises(ValueError, match="gere_kl.*deadlock.*sharding=none"):
+        refuse_rank_local_forwards([kl])
+    refuse_rank_local_forwards([SimpleNamespace(name="gere", loss="tm", teacher_cached=False)])
+    refuse_rank_local_forwards([SimpleNamespace(name="gere_kl", loss="kl", teacher_cached=True)])

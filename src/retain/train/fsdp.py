@@ -73,11 +73,26 @@ def replicated_parameters(plugins: list[Any]) -> list[nn.Parameter]:
     return list(found.values())
 
 
+def refuse_rank_local_forwards(plugins: list[Any]) -> None:
+    """Sharded, every forward is a collective, so every rank must run the same forwards. GeRe's
+    KL/L1/L2 losses under LoRA run the base model (adapter off) on the general rows of a
+    rank's own micro-batch only: another rank would wait forever. Refused at start instead."""
+    for plugin in plugins:
+        loss = getattr(plugin, "loss", None)
+        if loss in ("kl", "l1", "l2") and getattr(plugin, "teacher_cached", True) is False:
+            raise ValueError(
+                f"train.sharding=fsdp2 cannot run {plugin.name} (general.loss {loss}) with "
+                "model.finetune=lora: its teacher forward runs on one rank's rows only, which "
+                "would deadlock the sharded ranks; use gere (tm), model.finetune=full, or "
+                "train.sharding=none"
+            )
+
+
 def shard_model(
-    model: nn.Module, accelerator: Accelerator, replicated: list[nn.Parameter] | None = None
+    model: nn.Module, accelerator: Accelerator, plugins: list[Any] | None = None
 ) -> nn.Module:
     """`model` on the accelerator's device, each decoder block and then the root sharded over
-    every process; `replicated` parameters stay whole on every rank.
+    every process; the plugins' `replicated_parameters` stay whole on every rank.
 
     Frozen and trainable parameters (LoRA) share units: FSDP2 keeps `requires_grad` per
     parameter, so the optimizer sees exactly the trainable ones, as a shard per rank."""
@@ -91,6 +106,8 @@ def shard_model(
             f"{accelerator.distributed_type.value}, which would shard a second time; launch "
             "with torchrun or configs/accelerate/fsdp2.yaml, or set train.sharding=none"
         )
+    plugins = plugins or []
+    refuse_rank_local_forwards(plugins)
     device = accelerator.device
     world = _process_group(device)
     mesh = init_device_mesh(device.type, (world,))
@@ -102,7 +119,7 @@ def shard_model(
             f"train.sharding=fsdp2: {type(model).__name__} names no repeated blocks "
             "(_no_split_modules), so retain cannot choose FSDP units; use train.sharding=none"
         )
-    ignored = set(replicated or [])
+    ignored = set(replicated_parameters(plugins))
     for unit in units:
         fully_shard(unit, mesh=mesh, reshard_after_forward=True, ignored_params=ignored)
     fully_shard(model, mesh=mesh, ignored_params=ignored)

@@ -54,7 +54,6 @@ from retain.train.fsdp import (
     FSDP_SHARDING,
     gathered,
     load_optimizer_state,
-    replicated_parameters,
     shard_model,
     sync_replicated_grads,
 )
@@ -153,7 +152,7 @@ class ContinualTrainer:
         for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
         if config.train.sharding == FSDP_SHARDING:  # train/fsdp.py
-            self.model = shard_model(model, self.accelerator, replicated_parameters(self.plugins))
+            self.model = shard_model(model, self.accelerator, self.plugins)
         else:
             self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model

@@ -14,7 +14,8 @@ loading weights: a model of a realistic size without shipping its weights to the
     .venv/bin/python benchmarks/gpu_throughput.py --layers 16 --hidden 2048 --heads 16
     .venv/bin/python benchmarks/gpu_throughput.py --smoke               # tiny, CPU, seconds
 
-It has not yet run on a GPU (see docs/results.md); `--smoke` runs in the test suite.
+It has not yet run on a GPU (no GPU was lent where it was written); `--smoke` runs in the
+test suite (tests/test_fsdp.py).
 """
 
 from __future__ import annotations

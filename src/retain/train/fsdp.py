@@ -104,7 +104,7 @@ def shard_model(
         raise ValueError(
             f"train.sharding=fsdp2: the launcher configured accelerate for "
             f"{accelerator.distributed_type.value}, which would shard a second time; launch "
-            "with torchrun or configs/accelerate/fsdp2.yaml, or set train.sharding=none"
+            "with torchrun or configs/accelerate/fsdp.yaml, or set train.sharding=none"
         )
     plugins = plugins or []
     refuse_rank_local_forwards(plugins)

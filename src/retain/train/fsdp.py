@@ -149,21 +149,26 @@ def _units(model: nn.Module) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
+_GATHERED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
 @contextmanager
 def gathered(model: nn.Module) -> Iterator[None]:
     """Whole weights on every rank for the duration (a collective on entry): forward passes
     inside need no communication, and `named_parameters` yields full plain tensors. Writes to
     them are lost on exit; load weights with `load_full_trainable_state` instead."""
     units = _units(model)
-    if not units:
+    if not units or model in _GATHERED:  # nested: the outermost one reshards
         yield
         return
     for unit in units:
         unit.unshard()
         unit.set_reshard_after_forward(False, recurse=False)
+    _GATHERED.add(model)
     try:
         yield
     finally:
+        _GATHERED.discard(model)
         for unit in units:
             unit.reshard()
             if unit is not model:  # the root never reshards after forward (FSDP2's default)

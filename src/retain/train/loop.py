@@ -41,6 +41,7 @@ from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
 from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers
+from retain.train import fsdp  # retain's own FSDP2 (train.sharding=fsdp2)
 from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
 from retain.train.distributed import (
@@ -50,13 +51,6 @@ from retain.train.distributed import (
     reduce_losses,
 )
 from retain.train.evaluation import evaluate_stage, export_adapter, score_examples
-from retain.train.fsdp import (
-    FSDP_SHARDING,
-    gathered,
-    load_optimizer_state,
-    shard_model,
-    sync_replicated_grads,
-)
 from retain.train.outcome import final_metrics
 from retain.train.resume import (
     load_resume_state,
@@ -151,8 +145,8 @@ class ContinualTrainer:
         )
         for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
-        if config.train.sharding == FSDP_SHARDING:  # train/fsdp.py
-            self.model = shard_model(model, self.accelerator, self.plugins)
+        if config.train.sharding == fsdp.FSDP_SHARDING:
+            self.model = fsdp.shard_model(model, self.accelerator, self.plugins)
         else:
             self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
@@ -252,7 +246,7 @@ class ContinualTrainer:
             plugin.on_task_start(ctx, task)
         self._new_optimizer(steps, task_lr(task.budget, tc.lr))
         if resume_state is not None:
-            load_optimizer_state(self.model, self.optimizer, resume_state["optimizer"])
+            fsdp.load_optimizer_state(self.model, self.optimizer, resume_state["optimizer"])
             self.scheduler.load_state_dict(resume_state["scheduler"])
             restore_rng(self, resume_state)  # plugins were restored before on_task_start
             ctx.task_step = start_step
@@ -277,7 +271,7 @@ class ContinualTrainer:
             tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
             scales = LossScales.of(plan, world)  # see train/step.py
             step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
-            sync_replicated_grads(self.model)  # FSDP2 only (train/fsdp.py)
+            fsdp.sync_replicated_grads(self.model)  # sharded runs only
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()
@@ -323,7 +317,7 @@ class ContinualTrainer:
         for plugin in self.plugins_with("on_task_end"):
             plugin.on_task_end(ctx, task)
         if world > 1:  # every rank must hold the same plugin state; the log shows it did
-            with gathered(self.model):  # plugin tensors that live in the model, whole
+            with fsdp.gathered(self.model):  # plugin tensors that live in the model, whole
                 digests = plugin_state_digests(self.accelerator, self.plugins)
             self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
             if len(set(digests)) != 1:
@@ -356,7 +350,7 @@ class ContinualTrainer:
             write_fingerprint(self)
             for plugin in self.plugins_with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
-            with gathered(self.model):  # whole weights: ranks score different examples
+            with fsdp.gathered(self.model):  # whole weights: ranks score different examples
                 evaluate_stage(self, 0)
             self.save(-1, 0, "done")
             state = {"position": {"task": -1, "step": 0, "phase": "done"}}
@@ -365,7 +359,7 @@ class ContinualTrainer:
         for t in range(first, len(self.stream)):
             mid_task = pos["phase"] == "train" and t == pos["task"]
             self.train_task(t, pos["step"] if mid_task else 0, state if mid_task else None)
-            with gathered(self.model):
+            with fsdp.gathered(self.model):
                 evaluate_stage(self, t + 1)
             export_adapter(self, t)
             self.save(t, 0, "done")

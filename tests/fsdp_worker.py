@@ -58,16 +58,21 @@ def shards() -> None:
     for name, p in model.named_parameters():
         assert isinstance(p, DTensor), name
         assert p.to_local().numel() < p.numel() or p.shape[0] < world, name  # a shard
-    full = full_trainable_state(model)
-    assert full.keys() == before.keys()
-    for name, value in before.items():
-        assert torch.equal(full[name], value), name
+    main = accelerator.is_main_process
+    full = full_trainable_state(model)  # whole on the main process only
+    assert full.keys() == (before.keys() if main else set())
+    for name, value in full.items():
+        assert torch.equal(value, before[name]), name
     with gathered(model):
         for name, p in model.named_parameters():
             assert not isinstance(p, DTensor), name
-    changed = {name: value * 2 + 1 for name, value in full.items()}
+            if p.requires_grad:
+                assert torch.equal(p, before[name]), name  # whole on every rank
+    changed = {name: value * 2 + 1 for name, value in before.items()}
     load_full_trainable_state(model, changed)
-    for name, value in full_trainable_state(model).items():
+    after = full_trainable_state(model)
+    assert len(after) == (len(changed) if main else 0)
+    for name, value in after.items():
         assert torch.equal(value, changed[name]), name
     try:
         load_full_trainable_state(model, dict(list(changed.items())[1:]))

@@ -176,13 +176,18 @@ def gathered(model: nn.Module) -> Iterator[None]:
 
 
 def full_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every trainable parameter in full, copied to CPU, on every rank (a collective)."""
-    with gathered(model):
-        return {
-            name: param.detach().to("cpu", copy=True)
-            for name, param in model.named_parameters()
-            if param.requires_grad
-        }
+    """Every trainable parameter in full on CPU, by the names `named_parameters` gives (a
+    collective; only rank 0, which writes the checkpoint, gets the tensors: the other ranks
+    never hold a whole copy)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    state = get_model_state_dict(model, options=options)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    missing = [name for name in trainable if name not in state]
+    if state and missing:  # names the checkpoint could not restore: fail now, not at resume
+        raise RuntimeError(f"the sharded state dict lacks trainable parameters {missing[:3]}")
+    return {name: state[name] for name in trainable if name in state}
 
 
 def load_full_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -78,7 +78,8 @@ def test_sharded_training_equals_one_process_with_the_doubled_batch(
     if finetune == "full":
         extra = (*extra, "train.lr=1e-3")
     one = _run(tmp_path, "one", 1, 8, *extra)
-    two = _run(tmp_path, "two", 2, 4, *extra, FSDP)
+    # 2 processes x 2 micro-batches x 2 rows: sharded gradients accumulate across micro-batches
+    two = _run(tmp_path, "two", 2, 2, *extra, FSDP, "train.grad_accum=2")
     # the exported adapters (LoRA) or models (full) are the trainable weights, gathered
     _assert_same_training(one, two, tol=1e-5)
     assert (one / "scores.csv").read_text() == (two / "scores.csv").read_text()

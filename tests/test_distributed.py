@@ -105,3 +105,42 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path: Pa
     resumed = _run(tmp_path, "killed", 2, 2, *extra)
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)
+
+
+def test_an_accelerator_spanning_one_of_two_launched_processes_is_refused() -> None:
+    """Under torchrun on a machine without GPUs, `Accelerator()` (no `cpu=True`) spans one
+    process per rank: every rank would train alone. retain's guard refuses it and names the fix;
+    `Accelerator(cpu=True)` spans both and passes."""
+    worker = str(Path(__file__).with_name("fsdp_worker.py"))
+    for kind, ok in (("default", False), ("cpu", True)):
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+             "--master_addr=127.0.0.1", f"--master_port={_free_port()}", worker, "guard", kind],
+            env=ENV, capture_output=True, text=True, timeout=180,
+        )
+        if ok:
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert done.stdout.count("accepted: 2 processes") == 2
+        else:
+            assert done.returncode != 0
+            assert "WORLD_SIZE=2" in done.stderr and "Accelerator spans 1" in done.stderr
+            assert "cpu=" in done.stderr  # the fix is named
+            assert "accepted" not in done.stdout
+
+
+def test_the_guard_reads_the_launchers_world_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from retain.train.distributed import check_process_count
+
+    one = SimpleNamespace(num_processes=1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    check_process_count(one)  # type: ignore[arg-type]  # no launcher: nothing to check
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_process_count(one)  # type: ignore[arg-type]
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(RuntimeError, match="started 4 processes.*spans 1"):
+        check_process_count(one)  # type: ignore[arg-type]
+    monkeypatch.setenv("WORLD_SIZE", "four")
+    with pytest.raises(ValueError, match="WORLD_SIZE='four'"):
+        check_process_count(one)  # type: ignore[arg-type]

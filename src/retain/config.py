@@ -128,6 +128,11 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    sharding: Literal["none", "fsdp2"] = Field(
+        "none",
+        description="fsdp2: retain shards the model itself with FSDP2 (fully_shard, one unit "
+        "per decoder block) over all processes, CPU (gloo) or GPU; none: replicated (DDP)",
+    )
     log_every: int = Field(1, gt=0)
     checkpoint_every: int = Field(
         0, ge=0, description="steps between mid-task checkpoints; 0: task ends only"

@@ -81,3 +81,29 @@ def plugin_state_digests(accelerator: Accelerator, plugins: list[Any]) -> list[s
     if accelerator.num_processes == 1:
         return [digest]
     return list(gather_object([digest]))
+
+
+def check_process_count(accelerator: Accelerator) -> None:
+    """Refuse an accelerator that does not span every process the launcher started.
+
+    Under torchrun (or `accelerate launch`) on a machine without an accelerator device, an
+    `Accelerator()` built without `cpu=True` reports one process per rank: each rank would then
+    train alone, with no gradient sync, and nothing would say so. retain's loop builds its
+    accelerator right; this check guards every other entry (the Trainer integration, an
+    accelerator a user builds) and is meant to be called right after building one."""
+    import os
+
+    launched = os.environ.get("WORLD_SIZE")
+    if launched is None:
+        return
+    try:
+        expected = int(launched)
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE={launched!r}: expected the number of processes") from None
+    if accelerator.num_processes != expected:
+        raise RuntimeError(
+            f"the launcher started {expected} processes (WORLD_SIZE={expected}) but this "
+            f"Accelerator spans {accelerator.num_processes}: every rank would train alone with "
+            "no gradient sync; on a machine without GPUs build it with "
+            "Accelerator(cpu=retain.train.devices.cpu_only()), or launch one process per device"
+        )

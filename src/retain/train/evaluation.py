@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from retain.eval.evaluate import encode_eval_set, example_scores
 from retain.results.examples import EXAMPLES_FILE
 from retain.train.distributed import shards
+from retain.train.fsdp import full_model_state, is_sharded
 from retain.train.resume import run_fingerprint
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ def export_adapter(trainer: ContinualTrainer, t: int) -> None:
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         # sharded weights: gathered on every rank (a collective), written by the main one
         state = accelerator.get_state_dict(trainer.model)
+    elif is_sharded(trainer.model):  # retain's own FSDP2 (train/fsdp.py), gathered alike
+        state = full_model_state(trainer.model)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(trainer.model)
         path = trainer.run_dir / "adapters" / f"task_{t + 1}"

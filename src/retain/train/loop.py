@@ -41,9 +41,11 @@ from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
 from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers
+from retain.train import fsdp  # retain's own FSDP2 (train.sharding=fsdp2)
 from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
 from retain.train.distributed import (
+    check_process_count,
     global_view,
     plugin_state_digests,
     reduce_losses,
@@ -104,6 +106,7 @@ class ContinualTrainer:
             if unused
             else None,
         )
+        check_process_count(self.accelerator)
         # locked for the life of the run; resumed, cleared or refused before anything is written
         self._lock = open_run_dir(config, overwrite, self.accelerator)
         set_seed(config.seed)
@@ -142,7 +145,10 @@ class ContinualTrainer:
         )
         for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
-        self.model = self.accelerator.prepare(model)
+        if config.train.sharding == fsdp.FSDP_SHARDING:
+            self.model = fsdp.shard_model(model, self.accelerator, self.plugins)
+        else:
+            self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
         self.matrix = ScoreMatrix(
             self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
@@ -242,7 +248,7 @@ class ContinualTrainer:
             plugin.on_task_start(ctx, task)
         self._new_optimizer(steps, task_lr(task.budget, tc.lr))
         if resume_state is not None:
-            self.optimizer.load_state_dict(resume_state["optimizer"])
+            fsdp.load_optimizer_state(self.model, self.optimizer, resume_state["optimizer"])
             self.scheduler.load_state_dict(resume_state["scheduler"])
             restore_rng(self, resume_state)  # plugins were restored before on_task_start
             ctx.task_step = start_step
@@ -267,6 +273,7 @@ class ContinualTrainer:
             tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
             scales = LossScales.of(plan, world)  # see train/step.py
             step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
+            fsdp.sync_replicated_grads(self.model)  # sharded runs only
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()
@@ -312,7 +319,8 @@ class ContinualTrainer:
         for plugin in self.plugins_with("on_task_end"):
             plugin.on_task_end(ctx, task)
         if world > 1:  # every rank must hold the same plugin state; the log shows it did
-            digests = plugin_state_digests(self.accelerator, self.plugins)
+            with fsdp.gathered(self.model):  # plugin tensors that live in the model, whole
+                digests = plugin_state_digests(self.accelerator, self.plugins)
             self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
             if len(set(digests)) != 1:
                 raise RuntimeError(f"plugin states differ across ranks after task {task.name}")
@@ -344,7 +352,8 @@ class ContinualTrainer:
             write_fingerprint(self)
             for plugin in self.plugins_with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
-            evaluate_stage(self, 0)
+            with fsdp.gathered(self.model):  # whole weights: ranks score different examples
+                evaluate_stage(self, 0)
             self.save(-1, 0, "done")
             state = {"position": {"task": -1, "step": 0, "phase": "done"}}
         pos = state["position"]
@@ -352,7 +361,8 @@ class ContinualTrainer:
         for t in range(first, len(self.stream)):
             mid_task = pos["phase"] == "train" and t == pos["task"]
             self.train_task(t, pos["step"] if mid_task else 0, state if mid_task else None)
-            evaluate_stage(self, t + 1)
+            with fsdp.gathered(self.model):
+                evaluate_stage(self, t + 1)
             export_adapter(self, t)
             self.save(t, 0, "done")
         return RunResult(self.run_dir, self.finish(), resumed)

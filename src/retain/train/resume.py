@@ -138,10 +138,21 @@ def write_fingerprint(trainer: ContinualTrainer) -> None:
 
 def trainable_state(trainer: ContinualTrainer) -> dict[str, torch.Tensor]:
     from retain.models.adapters import trainable_state_dict
+    from retain.train.fsdp import full_trainable_state, is_sharded
 
+    if is_sharded(trainer.model):
+        return full_trainable_state(trainer.model)
     # views suffice: the checkpoint is written before the next optimizer step
     model = trainer.accelerator.unwrap_model(trainer.model)
     return trainable_state_dict(model, copy=False)
+
+
+def plugin_states(trainer: ContinualTrainer) -> dict[str, Any]:
+    """Every plugin's state; a plugin tensor that lives in a sharded model is read whole."""
+    from retain.train.fsdp import gathered
+
+    with gathered(trainer.model):
+        return {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)}
 
 
 def save_state(trainer: ContinualTrainer, task: int, step: int, phase: str) -> None:
@@ -150,7 +161,7 @@ def save_state(trainer: ContinualTrainer, task: int, step: int, phase: str) -> N
         "position": {"task": task, "step": step, "phase": phase},
         "global_step": trainer.ctx.global_step,
         "trainable": trainable_state(trainer),
-        "plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)},
+        "plugins": plugin_states(trainer),
         "matrix": trainer.matrix.to_json(),
         "counters": dict(trainer.ctx.counters),
         "rng": rank_rng_states(trainer),
@@ -160,7 +171,9 @@ def save_state(trainer: ContinualTrainer, task: int, step: int, phase: str) -> N
         "fingerprint": run_fingerprint(trainer),
     }
     if phase == "train":
-        state["optimizer"] = trainer.optimizer.state_dict()
+        from retain.train.fsdp import optimizer_state
+
+        state["optimizer"] = optimizer_state(trainer.model, trainer.optimizer)
         state["scheduler"] = trainer.scheduler.state_dict()
     if trainer.is_main:
         save_rotating(trainer.run_dir / CHECKPOINTS, state)
@@ -175,8 +188,13 @@ def restore_state(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
     # plugins first: an adapter method sets which of its parameters train (and restores the
     # frozen ones) before the trainable parameters are matched by name
     restore_plugins(trainer, state)
+    from retain.train.fsdp import is_sharded, load_full_trainable_state
+
     model = trainer.accelerator.unwrap_model(trainer.model)
-    load_trainable_state_dict(model, state["trainable"])
+    if is_sharded(model):
+        load_full_trainable_state(model, state["trainable"])
+    else:
+        load_trainable_state_dict(model, state["trainable"])
     trainer.matrix = ScoreMatrix.from_json(state["matrix"])
     trainer.ctx.counters = dict(state["counters"])
     trainer.ctx.global_step = int(state["global_step"])

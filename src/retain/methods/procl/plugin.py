@@ -173,6 +173,11 @@ class ProCLPlugin(Plugin):
             return {}
         return {"gamma_mean": float(np.mean(gammas)), "gate_mean": float(np.mean(gates))}
 
+    def replicated_parameters(self) -> list[nn.Parameter]:
+        """What consolidation and task resets rewrite in place: FSDP2 leaves these whole on
+        every rank (train/fsdp.py)."""
+        return [p for f in self.factors for m in (f.factor, f.program) for p in m.parameters()]
+
     # ---------------------------------------------------------------- export
     def export_adapter(
         self,

@@ -1,0 +1,180 @@
+"""FSDP2 (`train.sharding=fsdp2`) on two CPU processes (gloo, torchrun), the very path GPU
+users run: the shards themselves, LoRA and full fine-tuning equal to one process with the doubled
+batch, a crashed sharded run resuming bit for bit, and identical plugin state on both ranks.
+
+Cost: nine two-process runs (one of them crashed) and three one-process runs of the tiny model
+(2 tasks of 3-6 steps). The five run-based tests took 10 min 35 s of wall-clock (3 min 2 s of
+user CPU) on two cores that six other jobs shared (load 12); the machine was never idle to time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.test_distributed import (
+    ENV,
+    _command,
+    _free_port,
+    _records,
+    _run,
+)
+
+WORKER = str(Path(__file__).with_name("fsdp_worker.py"))
+SHORT = ("data.num_tasks=2", "train.steps_per_task=3")
+FSDP = "train.sharding=fsdp2"
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", WORKER, *args],
+        env=ENV, capture_output=True, text=True, timeout=180,
+    )
+
+
+def _exported(run_dir: Path, task: int) -> dict[str, torch.Tensor]:
+    folder = run_dir / "adapters" / f"task_{task}"
+    name = "adapter_model.safetensors"
+    return load_file(str(folder / (name if (folder / name).exists() else "model.safetensors")))
+
+
+def _assert_same_exports(one: Path, two: Path, tasks: int, tol: float) -> None:
+    for t in range(1, tasks + 1):
+        a, b = _exported(one, t), _exported(two, t)
+        assert a.keys() == b.keys() and a
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], atol=tol, rtol=0)
+
+
+def _assert_same_training(one: Path, two: Path, tol: float, tasks: int = 2) -> None:
+    """The same rows, schedule and losses every step, and the same exported weights."""
+    a, b = _records(one, "step"), _records(two, "step")
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert (x["samples"], x["tokens"], x["replayed"], x["lr"]) == (
+            y["samples"], y["tokens"], y["replayed"], y["lr"])
+        assert x["loss"] == (pytest.approx(y["loss"], abs=tol, rel=0) if tol else y["loss"])
+    _assert_same_exports(one, two, tasks, tol)
+
+
+def test_every_parameter_is_a_shard_and_full_states_round_trip() -> None:
+    done = _torchrun("shards")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "shards ok on rank 0" in done.stdout and "shards ok on rank 1" in done.stdout
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_sharded_training_equals_one_process_with_the_doubled_batch(
+    tmp_path: Path, finetune: str
+) -> None:
+    extra = (*SHORT, f"model.finetune={finetune}", "train.warmup_ratio=0.0")
+    if finetune == "full":
+        extra = (*extra, "train.lr=1e-3")
+    one = _run(tmp_path, "one", 1, 8, *extra)
+    # 2 processes x 2 micro-batches x 2 rows: sharded gradients accumulate across micro-batches
+    two = _run(tmp_path, "two", 2, 2, *extra, FSDP, "train.grad_accum=2")
+    # the exported adapters (LoRA) or models (full) are the trainable weights, gathered
+    _assert_same_training(one, two, tol=1e-5)
+    assert (one / "scores.csv").read_text() == (two / "scores.csv").read_text()
+    moved = _exported(two, 1)
+    assert any(float(v.abs().max()) > 0 for k, v in moved.items() if "lora_B" in k) or (
+        finetune == "full"
+    )
+
+
+def test_crashed_sharded_run_resumes_bit_identically(tmp_path: Path) -> None:
+    extra = ("data.num_tasks=2", "train.steps_per_task=6", "train.checkpoint_every=2",
+             "methods=[mssr]", FSDP)
+    whole = _run(tmp_path, "whole", 2, 2, *extra)
+    # dies in task 2 as it is about to save step 4: steps 3-4 are logged, not checkpointed
+    args = _command(tmp_path, "killed", 1, 2, *extra)[3:]  # after `python -m retain`
+    crashed = _torchrun("crash", "1", "4", *args)
+    assert crashed.returncode != 0
+    killed = tmp_path / "killed"
+    assert not (killed / "metrics.json").exists()
+    assert max(r["task_step"] for r in _records(killed, "step") if r["task"] == 1) == 4
+    resumed = _run(tmp_path, "killed", 2, 2, *extra)
+    assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
+    _assert_same_training(whole, resumed, tol=0.0)
+    for run_dir in (whole, resumed):
+        states = _records(run_dir, "rank_state")
+        assert len(states) == 2 and all(len(set(r["plugin_digests"])) == 1 for r in states)
+        assert all(len(r["plugin_digests"]) == 2 for r in states)
+
+
+def _general(tmp_path: Path) -> Path:
+    source = tmp_path / "general.jsonl"
+    text = [f"Note {i}: the {'quiet ' * (i % 3)}harbour fills with boats." for i in range(9)]
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in text))
+    return source
+
+
+@pytest.mark.parametrize("method", ["gere", "procl"])
+def test_plugin_state_is_identical_on_both_sharded_ranks(tmp_path: Path, method: str) -> None:
+    """GeRe (with MSSR: replay memory, general rows, targets from the sharded base pass) and
+    ProCL (programs rewritten in place, kept replicated) against the replicated (DDP) run."""
+    extra: tuple[str, ...] = (*SHORT, "methods=[procl]")
+    if method == "gere":
+        extra = (*SHORT, "methods=[mssr,gere]", "mssr.first_interval_units=0.5",
+                 f"general.source={_general(tmp_path)}", "general.size=8",
+                 "general.max_tokens=40", "general.mixing=per_batch",
+                 "general.per_batch_rows=1", "general.target_batch_size=2")
+    ddp = _run(tmp_path, "ddp", 2, 2, *extra)
+    sharded = _run(tmp_path, "sharded", 2, 2, *extra, FSDP)
+    states = _records(sharded, "rank_state")
+    assert len(states) == 2 and all(len(set(r["plugin_digests"])) == 1 for r in states)
+    assert all(len(r["plugin_digests"]) == 2 for r in states)
+    assert (ddp / "scores.csv").read_text() == (sharded / "scores.csv").read_text()
+    _assert_same_training(ddp, sharded, tol=1e-5)
+    if method == "gere":
+        assert all(r["general"] == 1 for r in _records(sharded, "step"))
+
+
+def test_sharding_is_refused_under_accelerates_own_fsdp() -> None:
+    """Two shardings at once would wrap the model twice: the launcher's config is named."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from retain.train.fsdp import shard_model
+
+    launched = SimpleNamespace(distributed_type=DistributedType.FSDP, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="configured accelerate for FSDP.*sharding=none"):
+        shard_model(torch.nn.Linear(2, 2), launched)  # type: ignore[arg-type]
+
+
+def test_gpu_throughput_benchmark_runs_sharded_on_one_cpu_process(tmp_path: Path) -> None:
+    """benchmarks/gpu_throughput.py in its smoke mode, retain's side sharded with FSDP2 on a
+    single rank (the path a one-GPU session runs): it must finish and report both sides."""
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_throughput.py"
+    out = tmp_path / "throughput.json"
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--sharding", "fsdp2",
+                           "--json", str(out)], env=ENV, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["sharding"] == "fsdp2" and result["steps"] == 3
+    assert result["retain_tokens_per_s"] > 0 and result["trainer_tokens_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["retain_tokens_per_s"] / result["trainer_tokens_per_s"])
+
+
+def test_a_teacher_forward_on_one_ranks_rows_is_refused_before_sharding() -> None:
+    """GeRe's KL/L1/L2 under LoRA run a forward on a rank's own general rows only: sharded,
+    the other rank would wait in its all-gather forever, so the run is refused at start."""
+    from types import SimpleNamespace
+
+    from retain.train.fsdp import refuse_rank_local_forwards
+
+    kl = SimpleNamespace(name="gere_kl", loss="kl", teacher_cached=False)
+    with pytest.raises(ValueError, match="gere_kl.*deadlock.*sharding=none"):
+        refuse_rank_local_forwards([kl])
+    refuse_rank_local_forwards([SimpleNamespace(name="gere", loss="tm", teacher_cached=False)])
+    refuse_rank_local_forwards([SimpleNamespace(name="gere_kl", loss="kl", teacher_cached=True)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from retain.config_base import Section
 
@@ -49,3 +49,11 @@ class MSSRConfig(Section):
     lam0: float = Field(0.3, gt=0, le=1)
     lam_min: float = Field(0.05, ge=0, le=1)
     beta_r: float = Field(1e-5, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> MSSRConfig:
+        if self.quantile_low >= self.quantile_high:
+            raise ValueError("mssr.quantile_low must be below mssr.quantile_high")
+        if self.s_min > self.s_max:
+            raise ValueError("mssr.s_min must not exceed mssr.s_max")
+        return self

@@ -62,6 +62,8 @@ class LossScales:
         if plugin.loss_weighting == "general_rows":
             general = int((batch.task_ids < 0).sum())
             return value * (self.world * general / self.step_rows)
+        if plugin.loss_weighting == "each_micro_batch":
+            return value
         return value / self.micro_batches
 
 

@@ -13,8 +13,8 @@ value at the start is 0).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
+from retain.methods.services import eval_mode
 from retain.models.hidden import capture_final_hidden, unwrap_parallel
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout off for a base-model pass; the previous mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def base_forward(

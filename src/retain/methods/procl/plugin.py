@@ -35,6 +35,7 @@ from retain.methods.procl.layer import (
     wrap_lora_factors,
 )
 from retain.methods.procl.program import Routing, consolidate
+from retain.methods.services import all_reduce
 
 if TYPE_CHECKING:
     from retain.data.task import Task
@@ -152,7 +153,7 @@ class ProCLPlugin(Plugin):
         if not pending:
             return
         targets = [f.program.pending for f in pending]
-        targets = _mean_over_ranks(targets)  # type: ignore[arg-type]
+        targets = all_reduce(targets, "mean")  # type: ignore[arg-type]
         c = self.config.procl.consolidation
         for f, target in zip(pending, targets, strict=True):
             consolidate(f.memory, target, c)
@@ -231,22 +232,6 @@ MLP_NOTE = (
     "ProCL adapter_mlp: y = MLP(x W^T) after every wrapped LoRA factor (retain procl.md); the "
     "PEFT adapter beside this file alone does not reproduce the trained model"
 )
-
-
-def _mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The element-wise mean over processes (one all-reduce), or the tensors themselves."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensors
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start : start + t.numel()].view_as(t))
-        start += t.numel()
-    return out
 
 
 def build_adapter_plugin(config: RunConfig, method: str) -> Plugin | None:

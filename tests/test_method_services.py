@@ -70,3 +70,9 @@ def test_a_frozen_copy_keeps_the_model_as_it_was(tmp_path: Path, finetune: str) 
 def test_reduce_in_one_process_is_the_identity() -> None:
     tensors = [torch.ones(2), torch.arange(3.0)]
     assert all_reduce(tensors, "sum") is tensors
+
+
+def test_in_one_process_the_share_is_everything() -> None:
+    from retain.methods.services import process_share
+
+    assert process_share([3, 1, 2]) == [3, 1, 2]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from retain.data.encoding import Batch, BatchPlan, SampleStore, collate
-from retain.methods.services import FrozenCopy, all_reduce
+from retain.methods.services import FrozenCopy, T, all_reduce, process_share
 
 if TYPE_CHECKING:
     from retain.config import RunConfig
@@ -128,6 +128,10 @@ class Context:
     ) -> list[torch.Tensor]:
         """Element-wise sum or mean of `tensors` over the run's processes (identity in one)."""
         return all_reduce(tensors, op)
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This process's share of `items`, for work that `reduce(..., "sum")` adds up."""
+        return process_share(items)
 
 
 class Plugin:

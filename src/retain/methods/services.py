@@ -1,18 +1,21 @@
 """Model services the plugin context offers every method, so that none writes its own:
 a forward with per-row losses on given rows (`Context.rows`, `Context.forward`), a frozen copy
-of the model as a teacher (`FrozenCopy`, `Context.frozen_copy`) and a reduction across
-processes (`all_reduce`, `Context.reduce`). docs/adding-a-method.md shows them in use.
+of the model as a teacher (`FrozenCopy`, `Context.frozen_copy`), and work split across
+processes and added up (`process_share`, `all_reduce`, `Context.shard`, `Context.reduce`).
+docs/adding-a-method.md shows them in use.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 class FrozenCopy:
@@ -69,6 +72,16 @@ def all_reduce(
         out.append(flat[start : start + t.numel()].view_as(t))
         start += t.numel()
     return out
+
+
+def process_share(items: Sequence[T]) -> list[T]:
+    """This process's share of `items` (every `world`-th from its rank): work split across
+    processes whose results `all_reduce` then adds up."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(items)
+    return list(items[dist.get_rank() :: dist.get_world_size()])
 
 
 @contextmanager

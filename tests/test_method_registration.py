@@ -111,3 +111,14 @@ def test_the_toy_is_not_known_to_the_real_catalogue() -> None:
     assert "## `toy`" not in config_reference()
     with pytest.raises(Exception, match="unknown"):
         load_config(None, ["methods=[toy]"])
+
+
+def test_the_regularisation_family_combines_with_replay_and_adapters_not_with_itself() -> None:
+    assert names.FAMILIES["regularisation"] == ("ewc", "lwf")
+    for ok in (["fixed", "ewc"], ["mssr", "gere", "procl", "lwf"], ["olora", "ewc"]):
+        assert names.combination_errors(ok) == [], ok
+    (error,) = names.combination_errors(["ewc", "lwf"])
+    assert "are alternative regularisation methods" in error
+    assert names.combination_errors(["ewc"], "full") == []  # EWC needs no LoRA
+    cfg = load_config(None, ["methods=[fixed,lwf]"])
+    assert names.sections_used(cfg.methods) == {"replay", "lwf"}

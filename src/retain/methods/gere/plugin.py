@@ -15,7 +15,7 @@ task's pool (`concat`); `compose_step` puts exactly k of them into every global 
 (`per_batch`); `extra_loss` returns `w · L_aux` of the micro-batch's replay rows, which the loop
 weights by their share of the step's rows (`loss_weighting = "general_rows"`).
 Decision: general replay runs from the first task on (the set needs no finished task).
-Decision: the targets stay those of the base model for the whole stream (spec).
+Decision: the targets stay those of the base model for the whole stream (docs/methods/gere.md).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ state cache (`general.cache: mmap`)."""
 
 
 class GeneralReplayPlugin(Plugin):
-    """General-sample replay (gere.md); `method` is `gere` or `gere_<loss>`."""
+    """General-sample replay (docs/methods/gere.md); `method` is `gere` or `gere_<loss>`."""
 
     loss_weighting = "general_rows"
 

@@ -1,4 +1,4 @@
-"""`OLoRAPlugin`: O-LoRA (Wang et al. 2023), a new orthogonal LoRA per task (procl.md).
+"""`OLoRAPlugin`: O-LoRA (Wang et al. 2023), a new orthogonal LoRA per task (docs/methods/olora.md).
 
 Loss `CE + λ1 Σ_old Σ|A_new A_oldᵀ| + λ2 (‖A_new‖_F + ‖B_new‖_F)`, old LoRAs frozen, all
 LoRAs summed in every forward (evaluation too), exported after each task as ONE merged

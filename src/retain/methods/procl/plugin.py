@@ -67,10 +67,11 @@ VARIANTS: dict[str, Variant] = {
 
 
 class ProCLPlugin(Plugin):
-    """Program-memory LoRA over PEFT's LoRA factors (procl.md).
+    """Program-memory LoRA over PEFT's LoRA factors (docs/methods/procl.md).
 
-    Decision (procl.md): task 1 trains plain LoRA; from task 2 on, each task starts from the
-    carried factors (W_orig = M = previous result) with a fresh router, keys, gates and γ.
+    Decision (docs/methods/procl.md): task 1 trains plain LoRA; from task 2 on, each task
+    starts from the carried factors (W_orig = M = previous result) with a fresh router, keys,
+    gates and γ.
     Decision: consolidation once per optimizer step from the step's last training forward (the
     reference: per micro-batch forward), applied right after the step, so nothing is pending
     when a task ends and its adapter is saved.
@@ -229,8 +230,9 @@ class ProCLPlugin(Plugin):
 
 
 MLP_NOTE = (
-    "ProCL adapter_mlp: y = MLP(x W^T) after every wrapped LoRA factor (retain procl.md); the "
-    "PEFT adapter beside this file alone does not reproduce the trained model"
+    "ProCL adapter_mlp: y = MLP(x W^T) after every wrapped LoRA factor (retain "
+    "docs/methods/procl.md); the PEFT adapter beside this file alone does not reproduce the "
+    "trained model"
 )
 
 

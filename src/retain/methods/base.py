@@ -108,15 +108,25 @@ class Context:
         )
 
     def forward(
-        self, batch: Batch, model: torch.nn.Module | None = None, logits: bool = False
+        self,
+        batch: Batch,
+        model: torch.nn.Module | None = None,
+        logits: bool = False,
+        hidden: bool = False,
     ) -> StepOutputs:
         """The training forward on `batch`: per-row mean answer-token NLL, answer tokens and
-        the batch's token-mean loss (`task_loss`), with `logits` [rows, length, vocab] when
-        asked; under the training autocast, through `model` (default: the training model
-        without its distributed wrapper). Gradients flow unless the caller disables them."""
+        the batch's token-mean loss (`task_loss`), with `logits` [rows, length, vocab] and the
+        backbone's final hidden state (`final_hidden`) when asked; under the training autocast
+        and through the training step's model call, so targets computed here match a training
+        forward's numbers; through `model` (default: the training model without its
+        distributed wrapper). Gradients flow unless the caller disables them."""
+        from retain.models.hidden import decoder_module, unwrap_parallel
+
         assert self.forward_fn is not None, "the loop binds the forward before training"
+        model = model or self.inner_model
+        decoder = decoder_module(unwrap_parallel(model)) if hidden else None
         with self.autocast():
-            outputs, _ = self.forward_fn(model or self.inner_model, batch, None, logits)
+            outputs, _ = self.forward_fn(model, batch, decoder, logits)
         return outputs
 
     def frozen_copy(self) -> FrozenCopy:

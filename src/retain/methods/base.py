@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from retain.data.encoding import Batch, BatchPlan, SampleStore, collate
-from retain.methods.services import FrozenCopy, T, all_reduce, process_share
+from retain.methods.services import FrozenCopy, T, all_reduce, process_share, processes
 
 if TYPE_CHECKING:
     from retain.config import RunConfig
@@ -139,6 +139,11 @@ class Context:
         """Element-wise sum or mean of `tensors` over the run's processes (identity in one)."""
         return all_reduce(tensors, op)
 
+    @property
+    def processes(self) -> int:
+        """How many processes train the run; a global batch is `processes` local ones."""
+        return processes()
+
     def shard(self, items: Sequence[T]) -> list[T]:
         """This process's share of `items`, for work that `reduce(..., "sum")` adds up."""
         return process_share(items)
@@ -157,10 +162,15 @@ class Plugin:
     ddp_find_unused_parameters: bool = False
     """True when some parameter it trains gets no gradient in some steps (frozen per task or
     unused in task 1): DDP must then look for unused parameters."""
-    loss_weighting: Literal["micro_batch", "each_micro_batch", "general_rows"] = "micro_batch"
+    loss_weighting: Literal["micro_batch", "each_micro_batch", "answer_tokens", "general_rows"] = (
+        "micro_batch"
+    )
     """How the loop weights `extra_loss`: `micro_batch`, a per-micro-batch mean averaged over
     the step's micro-batches; `each_micro_batch`, added unscaled to every micro-batch's loss
     (a step then carries it `grad_accum` times, as O-LoRA's reference code does);
+    `answer_tokens`, a sum over the micro-batch's answer tokens scaled like the task NLL (so
+    the step holds its mean over the step's task answer tokens, exact under any split into
+    micro-batches and processes);
     `general_rows`, a mean over the micro-batch's general-text rows (`task_of` -1), weighted
     by those rows' share of the step's rows, as if each such row carried it alone (GeRe's
     per-row semantics, docs/methods/gere.md)."""

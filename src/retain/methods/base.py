@@ -95,6 +95,26 @@ class Context:
     fixed_params: frozenset[int] = frozenset()
     """ids of the parameters that cannot change for the rest of the run (the backbone's under
     LoRA), which a frozen copy shares instead of copying."""
+    kept_positions: bool = True
+    """Whether the model can project only the answer positions (`logits_to_keep`)."""
+
+    def bind_model(
+        self,
+        inner: torch.nn.Module,
+        backbone: list[torch.nn.Parameter],
+        forward_fn: Callable[..., tuple[StepOutputs, torch.Tensor]],
+        pad_id: int,
+        kept_positions: bool,
+    ) -> None:
+        """Called by the loop once the model is prepared: `inner` is it without its
+        distributed wrapper, `backbone` the loaded model's parameters before any adapter;
+        those still in the model and frozen never change (LoRA) and are shared by copies."""
+        current = {id(p): p for p in inner.parameters()}
+        self.inner_model, self.forward_fn, self.pad_id = inner, forward_fn, pad_id
+        self.kept_positions = kept_positions
+        self.fixed_params = frozenset(
+            id(p) for p in backbone if current.get(id(p)) is p and not p.requires_grad
+        )
 
     def count(self, name: str, value: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + value
@@ -126,7 +146,7 @@ class Context:
         model = model or self.inner_model
         decoder = decoder_module(unwrap_parallel(model)) if hidden else None
         with self.autocast():
-            outputs, _ = self.forward_fn(model, batch, decoder, logits)
+            outputs, _ = self.forward_fn(model, batch, decoder, logits or not self.kept_positions)
         return outputs
 
     def frozen_copy(self) -> FrozenCopy:

@@ -1,5 +1,5 @@
-"""O-LoRA (procl.md): the two loss terms against a hand computation, old LoRAs frozen and
-summed in every forward, a fresh LoRA per task, the merged export equal to the sum."""
+"""O-LoRA (docs/methods/olora.md): the two loss terms against a hand computation, old LoRAs
+frozen and summed in every forward, a fresh LoRA per task, the merged export equal to the sum."""
 
 from __future__ import annotations
 
@@ -96,10 +96,17 @@ def test_penalty_terms_match_a_hand_computation() -> None:
         norm += math.sqrt(sum(v * v for row in b for v in row))
     losses = plugin.extra_loss(ctx, None, None)  # type: ignore[arg-type]
     assert set(losses) == {"olora_orth", "olora_l2"}
-    # weighted, times grad_accum: the official code adds them to every micro-batch's loss
+    # weighted; a step carries them grad_accum times: the official code adds them to every
+    # micro-batch's loss, and the loop adds them unscaled to each of the 3 micro-batches
+    from retain.train.step import LossScales
+
     assert orth > 0 and norm > 0
-    assert float(losses["olora_orth"].detach()) == pytest.approx(0.5 * 3 * orth, rel=1e-5)
-    assert float(losses["olora_l2"].detach()) == pytest.approx(0.25 * 3 * norm, rel=1e-5)
+    assert float(losses["olora_orth"].detach()) == pytest.approx(0.5 * orth, rel=1e-5)
+    assert float(losses["olora_l2"].detach()) == pytest.approx(0.25 * norm, rel=1e-5)
+    scales = LossScales(task=1.0, micro_batches=3)
+    step = sum(float(scales.weigh(plugin, None, losses["olora_orth"]).detach())  # type: ignore[arg-type]
+               for _ in range(3))
+    assert step == pytest.approx(0.5 * 3 * orth, rel=1e-5)
     assert losses["olora_orth"].requires_grad and losses["olora_l2"].requires_grad
     _, first, first_ctx = _setup()
     _start(first, first_ctx, 0)  # task 1: no old LoRA, nothing to be orthogonal to

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -26,6 +27,7 @@ from retain.methods.names import (
     METHOD_NAMES,
     REPLAY_METHODS,
     combination_errors,
+    config_sections,
     method_sections,
     sections_used,
 )
@@ -198,7 +200,9 @@ class EvalConfig(Section):
     )
 
 
-class RunConfig(Section):
+class CoreConfig(Section):
+    """The run's own sections; `RunConfig` adds one field per method config section."""
+
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 42
@@ -207,21 +211,12 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    replay: ReplayConfig = Field(default_factory=ReplayConfig)
-    mssr: MSSRConfig = Field(default_factory=MSSRConfig)
-    general: GeneralReplayConfig = Field(default_factory=GeneralReplayConfig)
-    procl: ProCLConfig = Field(default_factory=ProCLConfig)
-    olora: OLoRAConfig = Field(default_factory=OLoRAConfig)
 
     @model_validator(mode="after")
-    def _compatible_methods(self) -> RunConfig:
+    def _compatible_methods(self) -> CoreConfig:
         errors = combination_errors(self.methods, self.model.finetune)
         if errors:
             raise ValueError("methods: " + "; ".join(errors))
-        if self.mssr.quantile_low >= self.mssr.quantile_high:
-            raise ValueError("mssr.quantile_low must be below mssr.quantile_high")
-        if self.mssr.s_min > self.mssr.s_max:
-            raise ValueError("mssr.s_min must not exceed mssr.s_max")
         return self
 
     @field_validator("name")
@@ -243,6 +238,21 @@ class RunConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+_MethodSections = create_model(
+    "_MethodSections",
+    __base__=CoreConfig,
+    __module__=__name__,
+    **{key: (cls, Field(default_factory=cls)) for key, cls in config_sections().items()},
+)
+
+
+class RunConfig(_MethodSections):  # type: ignore[misc, valid-type]
+    """A run's configuration: its own sections, then one section per method config section
+    as the method packages declare them (`retain.methods.names.config_sections`), so a new
+    method's section appears here, in `retain config` and in docs/config.md without an edit to
+    this file (docs/adding-a-method.md)."""
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from retain.config import METHOD_NAMES, RunConfig
+from retain.methods.names import FAMILIES
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
@@ -30,7 +31,9 @@ NOTES: dict[str, str] = {
     "seed": "run seed: new weights, batch order, replay draws (data subsamples use "
     "`data.subsample_seed`)",
     "methods": "what this run trains with, from: " + ", ".join(METHOD_NAMES) + "; at most one "
-    "replay method, and `multitask` (joint training, a reference) combines with nothing",
+    "method of each family ("
+    + "; ".join(f"{family}: {', '.join(names)}" for family, names in FAMILIES.items())
+    + "), and `multitask` (joint training, a reference) combines with nothing",
     "model.name_or_path": "`tiny-random`, a bundled name (`smollm2-135m`, `gemma3-270m`), a "
     "`.gguf` file, a local model folder or a Hugging Face id",
     "model.finetune": "`lora`: train LoRA adapters only; `full`: every weight",

@@ -1,81 +1,115 @@
 """The method catalogue: every name `methods:` accepts, its family, and which combine.
 
-Combination rule (architecture.md): several methods run in one plugin list, batch composition
-in the order they are named and their losses summed; at most one method of each family, since
-two replay samplers, two general-replay losses or two adapter wrappers would fight over the same
-rows or layers. Every refusal names the methods and says what to choose.
+Built from the declarations of the method packages: every package under `retain/methods/` whose
+`__init__.py` defines `METHODS` (a tuple of `methods.spec.MethodSpec`) is one entry, found by
+listing the folder, so adding a method edits no file outside its package.
+
+Combination rule (docs/methods/README.md): several methods run in one plugin list, batch
+composition in the order they are named and their losses summed; at most one method of each
+family, since two replay samplers, two general-replay losses, two adapter wrappers or two
+regularisers would fight over the same rows, layers or penalty. Every refusal names the methods
+and says what to choose.
 """
 
 from __future__ import annotations
 
-REFERENCE_METHODS = ("sequential", "none", "multitask")
-"""`sequential` (alias `none`): plain fine-tuning; `multitask`: joint training, the upper bound."""
+import importlib
+import pkgutil
+from functools import cache
 
-REPLAY_METHODS = (
-    "fixed",
-    "loss_triggered",
-    "accuracy_triggered",
-    "mssr_spl",
-    "mssr_sch",
-    "mssr",
-)
-"""Task replay from a buffer of past tasks' samples (replay-mssr.md)."""
-
-GENERAL_REPLAY_METHODS = ("gere", "gere_lm", "gere_kl", "gere_l1", "gere_l2")
-"""General-sample replay (gere.md): `gere` takes `general.loss` (default `tm`, the method);
-`gere_<loss>` fixes the loss, for the paper's comparison baselines."""
-
-ADAPTER_METHODS = (
-    "seq_lora",
-    "olora",
-    "procl",
-    "procl_no_w_orig",
-    "procl_no_consolidation",
-    "procl_random_routing",
-    "procl_uniform_routing",
-)
-"""Methods that own the LoRA layers (procl.md); `procl_<ablation>` are the paper's ablations."""
-
-METHOD_NAMES = REFERENCE_METHODS + REPLAY_METHODS + GENERAL_REPLAY_METHODS + ADAPTER_METHODS
-
-FAMILIES = {
-    "replay": REPLAY_METHODS,
-    "general replay": GENERAL_REPLAY_METHODS,
-    "adapter": ADAPTER_METHODS,
-}
+from retain.config_base import Section
+from retain.methods.spec import CONFLICT, FAMILY_ORDER, MethodSpec
 
 
-FAMILY_SECTIONS = {
-    "replay": ("replay",),
-    "general replay": ("general",),
-    "adapter": ("procl",),
-}
-"""Config sections each family reads; MSSR also reads `mssr`, O-LoRA `olora` (not `procl`)."""
+@cache
+def catalogue() -> tuple[MethodSpec, ...]:
+    """Every declared method group: the reference runs first, then by family (FAMILY_ORDER,
+    others after) and package name. Two packages declaring one name, or one section key with
+    two classes, are refused here, at import of `retain.config`."""
+    import retain.methods as package
+
+    found: list[tuple[str, MethodSpec]] = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if not info.ispkg:
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for spec in getattr(module, "METHODS", ()):
+            if not isinstance(spec, MethodSpec):
+                raise TypeError(f"{module.__name__}.METHODS holds {spec!r}, not a MethodSpec")
+            found.append((info.name, spec))
+
+    def rank(item: tuple[str, MethodSpec]) -> tuple[int, str, str]:
+        family = item[1].family
+        if family is None:
+            return (-1, "", item[0])
+        place = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+        return (place, family, item[0])
+
+    specs = tuple(spec for _, spec in sorted(found, key=rank))  # stable: declaration order kept
+    seen: dict[str, str] = {}
+    sections: dict[str, type[Section]] = {}
+    for package_name, spec in found:
+        for name in spec.names:
+            if name in seen:
+                raise ValueError(f"method {name!r} is declared by {seen[name]} and {package_name}")
+            seen[name] = package_name
+        for key, cls in spec.sections.items():
+            if sections.setdefault(key, cls) is not cls:
+                raise ValueError(f"config section {key!r} is declared as two classes: "
+                                 f"{sections[key].__name__} and {cls.__name__}")
+    return specs
+
+
+def spec_of(method: str) -> MethodSpec | None:
+    return next((s for s in catalogue() if method in s.names), None)
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(name for spec in catalogue() for name in spec.names)
+
+
+def families() -> dict[str, tuple[str, ...]]:
+    """Family → its method names, in catalogue order."""
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in catalogue():
+        if spec.family is not None:
+            out[spec.family] = out.get(spec.family, ()) + spec.names
+    return out
+
+
+def config_sections() -> dict[str, type[Section]]:
+    """Every method config section, `{key: Section class}`, in catalogue order: the fields
+    `retain.config.RunConfig` gets after its own."""
+    out: dict[str, type[Section]] = {}
+    for spec in catalogue():
+        for key, cls in spec.sections.items():
+            out.setdefault(key, cls)
+    return out
+
+
+def family_of(method: str) -> str | None:
+    spec = spec_of(method)
+    return spec.family if spec is not None else None
 
 
 def sections_used(methods: list[str]) -> set[str]:
     """The method config sections a run with `methods` reads; the others cannot change it."""
-    used: set[str] = set()
-    for method in methods:
-        if method == "olora":
-            used.add("olora")
-        elif (family := family_of(method)) is not None:
-            used.update(FAMILY_SECTIONS[family])
-        if method.startswith("mssr"):
-            used.add("mssr")
-    return used
+    return {key for m in methods if (spec := spec_of(m)) is not None for key in spec.sections}
 
 
 def method_sections() -> set[str]:
-    """Every config section that belongs to a method family."""
-    return {s for sections in FAMILY_SECTIONS.values() for s in sections} | {"mssr", "olora"}
+    """Every config section that belongs to a method."""
+    return set(config_sections())
 
 
-def family_of(method: str) -> str | None:
-    for family, names in FAMILIES.items():
-        if method in names:
-            return family
-    return None
+METHOD_NAMES = method_names()
+FAMILIES = families()
+REPLAY_METHODS = FAMILIES.get("replay", ())
+"""Task replay from a buffer of past tasks' samples (docs/methods/replay.md)."""
+GENERAL_REPLAY_METHODS = FAMILIES.get("general replay", ())
+"""General-sample replay (docs/methods/gere.md)."""
+ADAPTER_METHODS = FAMILIES.get("adapter", ())
+"""Methods that own the LoRA layers (docs/methods/procl.md, olora.md)."""
 
 
 def combination_errors(methods: list[str], finetune: str = "lora") -> list[str]:
@@ -88,9 +122,11 @@ def combination_errors(methods: list[str], finetune: str = "lora") -> list[str]:
     if len(set(methods)) != len(methods):
         return [f"{methods} names a method twice"]
     errors = []
-    if "multitask" in methods and len(methods) > 1:
-        errors.append("multitask is a reference run and combines with nothing")
-    plain = [m for m in methods if m in ("sequential", "none")]
+    specs = {m: spec_of(m) for m in methods}
+    for m, spec in specs.items():
+        if spec is not None and spec.alone and len(methods) > 1:
+            errors.append(f"{m} is a reference run and combines with nothing")
+    plain = [m for m, spec in specs.items() if spec is not None and spec.plain]
     if plain and len(methods) > 1:
         errors.append(
             f"{plain[0]} means plain fine-tuning with no method; drop it from {'+'.join(methods)}"
@@ -98,16 +134,11 @@ def combination_errors(methods: list[str], finetune: str = "lora") -> list[str]:
     for family, names in FAMILIES.items():
         chosen = [m for m in methods if m in names]
         if len(chosen) > 1:
-            what = (
-                "both replace the model's adapter layers"
-                if family == "adapter"
-                else f"are alternative {family} methods"
-            )
+            what = CONFLICT.get(family, f"are alternative {family} methods")
             errors.append(f"{chosen} {what}; choose one")
-    adapters = [m for m in methods if m in ADAPTER_METHODS]
-    if adapters and finetune != "lora":
+    lora = [m for m, spec in specs.items() if spec is not None and spec.needs_lora]
+    if lora and finetune != "lora":
         errors.append(
-            f"{adapters[0]} trains LoRA adapters and needs model.finetune: lora "
-            f"(got {finetune})"
+            f"{lora[0]} trains LoRA adapters and needs model.finetune: lora (got {finetune})"
         )
     return errors

@@ -59,7 +59,7 @@ from retain.train.resume import (
     save_state,
     write_fingerprint,
 )
-from retain.train.step import LossScales, accumulate_gradients
+from retain.train.step import LossScales, accumulate_gradients, forward
 
 
 @dataclass
@@ -120,6 +120,7 @@ class ContinualTrainer:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
+        backbone = list(model.parameters())  # held only to tell which ones stay frozen
         model = prepare_for_finetuning(model, config.model)
         self.store = SampleStore()
         self.truncated_train: dict[str, int] = {}
@@ -150,6 +151,11 @@ class ContinualTrainer:
         else:
             self.model = self.accelerator.prepare(model)
         self.ctx.model = self.model
+        self.ctx.bind_model(  # the plugin context's model services (methods/services.py)
+            self.accelerator.unwrap_model(self.model), backbone, forward,
+            int(tokenizer.pad_token_id), projects_kept_positions(self.model),
+        )
+        del backbone
         self.matrix = ScoreMatrix(
             self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
         )

@@ -7,12 +7,12 @@ are split into micro-batches or ranks cannot change the update. Plugin losses ar
 batch means and are averaged over the step's micro-batches.
 
 General-text rows (`task_of` -1, added by GeRe) form a loss group of their own, so that a
-500-token document cannot swamp a 3-token answer. gere.md's per-row semantics: the step's loss
-is `(n_task/n) · CE_task + (n_general/n) · CE_general (+ the general rows' share of w · L_aux)`,
-each CE a token mean over its own rows and n counting the step's rows. Decision: the groups'
-token means are taken over the whole step (not each micro-batch), as the task loss always was,
-so gradient accumulation still equals one big batch. A step without general rows computes
-exactly what it did before (same operations, bit for bit).
+500-token document cannot swamp a 3-token answer. docs/methods/gere.md's per-row semantics:
+the step's loss is `(n_task/n) · CE_task + (n_general/n) · CE_general (+ the general rows'
+share of w · L_aux)`, each CE a token mean over its own rows and n counting the step's rows.
+Decision: the groups' token means are taken over the whole step (not each micro-batch), as the
+task loss always was, so gradient accumulation still equals one big batch. A step without
+general rows computes exactly what it did before (same operations, bit for bit).
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class LossScales:
         if plugin.loss_weighting == "general_rows":
             general = int((batch.task_ids < 0).sum())
             return value * (self.world * general / self.step_rows)
+        if plugin.loss_weighting == "each_micro_batch":
+            return value
+        if plugin.loss_weighting == "answer_tokens":
+            return value * self.task
         return value / self.micro_batches
 
 

@@ -1,1 +1,30 @@
-"""GeRe: general-sample replay with the threshold-based margin loss (gere.md)."""
+"""GeRe: general-sample replay with the threshold-margin loss (docs/methods/gere.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from retain.methods.gere.config import GeneralReplayConfig
+from retain.methods.spec import MethodSpec
+
+if TYPE_CHECKING:
+    from retain.config import RunConfig
+    from retain.methods.base import Plugin
+
+
+def build(config: RunConfig, method: str) -> Plugin | None:
+    from retain.methods.gere.plugin import GeneralReplayPlugin
+
+    return GeneralReplayPlugin(config, method)
+
+
+METHODS = (
+    MethodSpec(
+        names=("gere", "gere_lm", "gere_kl", "gere_l1", "gere_l2"),
+        family="general replay",
+        build=build,
+        sections={"general": GeneralReplayConfig},
+        summary="`gere` takes `general.loss` (default `tm`, the method); `gere_<loss>` fixes "
+        "the loss, for the paper's comparison baselines",
+    ),
+)

@@ -10,7 +10,7 @@ from retain.config_base import Section
 
 
 class GeneralReplayConfig(Section):
-    """Settings of general-sample replay (gere.md).
+    """Settings of general-sample replay (docs/methods/gere.md).
 
     Decision: the defaults are sized for LoRA on a small model and a CPU, and they are the
     ones `mssr+gere+procl` runs with: 200 rows of 128 tokens written by the model itself,

@@ -1,4 +1,5 @@
-"""GeRe's auxiliary losses on the replay rows and the weight `w` that scales them (gere.md).
+"""GeRe's auxiliary losses on the replay rows and the weight `w` that scales them
+(docs/methods/gere.md).
 
 All take the replay rows' non-pad tokens flattened to [tokens, dim] (or [tokens, vocab]), in
 the same order as the targets, and compute in fp32 whatever the forward's dtype.
@@ -19,7 +20,8 @@ def state_bounds(
     states: torch.Tensor, tau_pos: torch.Tensor, tau_neg: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The interval each element must stay in: positive [τ⁺, ∞), negative (−∞, τ⁻],
-    neutral [τ⁻, τ⁺]. Then ℓ = relu(lo − a) + relu(a − hi) is the spec's loss of each state
+    neutral [τ⁻, τ⁺]. Then ℓ = relu(lo − a) + relu(a − hi) is the loss of each state
+    (docs/methods/gere.md)
     (an infinite bound contributes an exact 0, with zero gradient)."""
     inf = torch.full_like(tau_pos, float("inf"))
     lows = torch.empty((3, tau_pos.numel()), dtype=torch.float32, device=tau_pos.device)

@@ -11,7 +11,8 @@ below 16; base 3 keeps it near 20× and decodes with one table lookup.
 Decision: the thresholds are computed in fp64 and then rounded to fp32, and the states are
 classified against the rounded fp32 thresholds, the very numbers the loss compares with; so an
 activation equal to its base value never violates (TM is exactly 0 before the first update).
-Decision (spec): where τ⁺ = τ⁻ (σ_d = 0) every element is neutral, whose loss is |a − μ|.
+Decision (docs/methods/gere.md): where τ⁺ = τ⁻ (σ_d = 0) every element is neutral, whose
+loss is |a − μ|.
 """
 
 from __future__ import annotations

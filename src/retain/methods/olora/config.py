@@ -1,4 +1,4 @@
-"""The `olora:` section: O-LoRA's per-task rank and penalty weights (procl.md)."""
+"""The `olora:` section: O-LoRA's per-task rank and penalty weights (docs/methods/olora.md)."""
 
 from __future__ import annotations
 

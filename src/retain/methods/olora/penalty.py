@@ -1,4 +1,4 @@
-"""O-LoRA's two loss terms (Wang et al. 2023; official code's definitions, procl.md).
+"""O-LoRA's two loss terms (Wang et al. 2023; official code's definitions, docs/methods/olora.md).
 
 Per LoRA layer, with `A_new` the current task's down-projection and `A_past` the rows of every
 earlier task's (stacked), summed over layers:

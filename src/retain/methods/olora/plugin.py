@@ -1,4 +1,4 @@
-"""`OLoRAPlugin`: O-LoRA (Wang et al. 2023), a new orthogonal LoRA per task (procl.md).
+"""`OLoRAPlugin`: O-LoRA (Wang et al. 2023), a new orthogonal LoRA per task (docs/methods/olora.md).
 
 Loss `CE + λ1 Σ_old Σ|A_new A_oldᵀ| + λ2 (‖A_new‖_F + ‖B_new‖_F)`, old LoRAs frozen, all
 LoRAs summed in every forward (evaluation too), exported after each task as ONE merged
@@ -49,15 +49,16 @@ RESET_SEED_TAG = 0x4F4C4F52
 class OLoRAPlugin(Plugin):
     """O-LoRA over PEFT LoRA layers.
 
-    Decision (procl.md, official code): the terms are added to each micro-batch's loss after
-    the CE is divided by the accumulation steps, so per optimizer step they weigh
-    `grad_accum × λ`; the loop averages plugin losses over micro-batches, so they are returned
-    multiplied by `train.grad_accum`, and the logged values are what the step's loss holds.
+    Decision (docs/methods/olora.md, official code): the terms are added to each micro-batch's
+    loss after the CE is divided by the accumulation steps, so per optimizer step they weigh
+    `grad_accum × λ`: the plugin asks the loop for `each_micro_batch` weighting, and the logged
+    values are what the step's loss holds.
     Decision: each task's LoRA has rank `olora.rank` with `model.lora`'s α, dropout and target
     modules; a fresh LoRA is drawn (as PEFT initialises one) at every task start, task 1 too.
     """
 
     name = "olora"
+    loss_weighting = "each_micro_batch"
     wraps_model = True
 
     def __init__(self, config: RunConfig) -> None:
@@ -109,9 +110,8 @@ class OLoRAPlugin(Plugin):
         self, ctx: Context, batch: Batch, outputs: StepOutputs
     ) -> dict[str, torch.Tensor]:
         cfg = self.config.olora
-        k = self.config.train.grad_accum
         orth, norm = self.penalties()
-        return {"olora_orth": cfg.lambda_orth * k * orth, "olora_l2": cfg.lambda_l2 * k * norm}
+        return {"olora_orth": cfg.lambda_orth * orth, "olora_l2": cfg.lambda_l2 * norm}
 
     def on_task_end(self, ctx: Context, task: Task) -> None:
         self.in_task = False

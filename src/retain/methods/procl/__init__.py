@@ -1,1 +1,39 @@
-"""ProCL: continual LoRA with program memory, and the sequential-LoRA baseline (procl.md)."""
+"""ProCL: continual LoRA with program memory, and the sequential-LoRA baseline
+(docs/methods/procl.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from retain.methods.procl.config import ProCLConfig
+from retain.methods.spec import MethodSpec
+
+if TYPE_CHECKING:
+    from retain.config import RunConfig
+    from retain.methods.base import Plugin
+
+
+def build(config: RunConfig, method: str) -> Plugin | None:
+    from retain.methods.procl.plugin import build_adapter_plugin
+
+    return build_adapter_plugin(config, method)
+
+
+METHODS = (
+    MethodSpec(
+        names=(
+            "seq_lora",
+            "procl",
+            "procl_no_w_orig",
+            "procl_no_consolidation",
+            "procl_random_routing",
+            "procl_uniform_routing",
+        ),
+        family="adapter",
+        build=build,
+        sections={"procl": ProCLConfig},
+        summary="`procl_<ablation>` are the paper's ablations; `seq_lora` is one LoRA through "
+        "all tasks",
+        needs_lora=True,
+    ),
+)

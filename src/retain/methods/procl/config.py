@@ -1,4 +1,5 @@
-"""The `procl:` section: program memory, router and the paper's ablations (procl.md)."""
+"""The `procl:` section: program memory, router and the paper's ablations
+(docs/methods/procl.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from retain.config_base import Section
 
 
 class ProCLConfig(Section):
-    """ProCL settings; spec defaults (procl.md) except `factors`.
+    """ProCL settings; defaults from docs/methods/procl.md except `factors`.
 
     Decision: only `lora_A` is wrapped by default (the reference wraps only `lora_A` on
     Flan-T5, and `lora_B` too on decoders). With both factors wrapped, the consolidation
@@ -44,7 +45,7 @@ class ProCLConfig(Section):
     )
     gate_init: float = Field(
         -3.0,
-        description="slot gate logit s at the start of every task (spec: 0, σ(s) = ½; "
+        description="slot gate logit s at the start of every task (paper: 0, σ(s) = ½; "
         "see the class docstring for why the default is −3, σ(s) ≈ 0.047)",
     )
     factors: list[Literal["lora_A", "lora_B"]] = Field(

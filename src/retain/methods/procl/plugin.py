@@ -66,10 +66,11 @@ VARIANTS: dict[str, Variant] = {
 
 
 class ProCLPlugin(Plugin):
-    """Program-memory LoRA over PEFT's LoRA factors (procl.md).
+    """Program-memory LoRA over PEFT's LoRA factors (docs/methods/procl.md).
 
-    Decision (procl.md): task 1 trains plain LoRA; from task 2 on, each task starts from the
-    carried factors (W_orig = M = previous result) with a fresh router, keys, gates and γ.
+    Decision (docs/methods/procl.md): task 1 trains plain LoRA; from task 2 on, each task
+    starts from the carried factors (W_orig = M = previous result) with a fresh router, keys,
+    gates and γ.
     Decision: consolidation once per optimizer step from the step's last training forward (the
     reference: per micro-batch forward), applied right after the step, so nothing is pending
     when a task ends and its adapter is saved.
@@ -139,20 +140,20 @@ class ProCLPlugin(Plugin):
     def after_step(self, ctx: Context, batch: Batch, outputs: StepOutputs) -> None:
         """Consolidate once per optimizer step (the first call after it; later micro-batch
         calls find nothing pending)."""
-        self._consolidate()
+        self._consolidate(ctx)
 
     def on_task_end(self, ctx: Context, task: Task) -> None:
-        self._consolidate()
+        self._consolidate(ctx)
         if self.variant.programs and ctx.task_index >= 1:
             ctx.log_event({"type": "procl_task_end", "task": ctx.task_index, **self.summary()})
         self.in_task = False
 
-    def _consolidate(self) -> None:
+    def _consolidate(self, ctx: Context) -> None:
         pending = [f for f in self.factors if f.program.pending is not None]
         if not pending:
             return
         targets = [f.program.pending for f in pending]
-        targets = _mean_over_ranks(targets)  # type: ignore[arg-type]
+        targets = ctx.reduce(targets, "mean")  # type: ignore[arg-type]
         c = self.config.procl.consolidation
         for f, target in zip(pending, targets, strict=True):
             consolidate(f.memory, target, c)
@@ -190,7 +191,7 @@ class ProCLPlugin(Plugin):
         MLPs beside it, since the adapter alone does not reproduce such a model."""
         from retain.models.adapters import save_adapter
 
-        self._consolidate()
+        self._consolidate(ctx)
         save_adapter(model, path, state_dict=state_dict)
         mlps = {
             f"{f.key}.mlp.{name}": tensor.detach().cpu().contiguous().clone()
@@ -233,25 +234,10 @@ class ProCLPlugin(Plugin):
 
 
 MLP_NOTE = (
-    "ProCL adapter_mlp: y = MLP(x W^T) after every wrapped LoRA factor (retain procl.md); the "
-    "PEFT adapter beside this file alone does not reproduce the trained model"
+    "ProCL adapter_mlp: y = MLP(x W^T) after every wrapped LoRA factor (retain "
+    "docs/methods/procl.md); the PEFT adapter beside this file alone does not reproduce the "
+    "trained model"
 )
-
-
-def _mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The element-wise mean over processes (one all-reduce), or the tensors themselves."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensors
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start : start + t.numel()].view_as(t))
-        start += t.numel()
-    return out
 
 
 def build_adapter_plugin(config: RunConfig, method: str) -> Plugin | None:

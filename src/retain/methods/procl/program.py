@@ -1,4 +1,5 @@
-"""The math of one ProCL-wrapped LoRA factor (procl.md): routing, executing weight, consolidation.
+"""The math of one ProCL-wrapped LoRA factor (docs/methods/procl.md): routing, executing
+weight, consolidation.
 
 A factor `W ∈ R^{R×d}` (PEFT's out × in layout) is the program memory `M`, read as `N`
 contiguous row slots `P_n ∈ R^{(R/N)×d}`. A router turns the factor's input, mean-pooled over
@@ -23,7 +24,7 @@ from torch import nn
 
 Routing = Literal["learned", "random", "uniform"]
 KEY_INIT_SCALE = 0.01
-"""Keys start at `0.01·randn` (procl.md), so the first routing is close to uniform."""
+"""Keys start at `0.01·randn` (docs/methods/procl.md), so the first routing is close to uniform."""
 GAMMA_LOGIT_LIMIT = 10.0
 
 
@@ -53,8 +54,8 @@ def pool(x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of `x` (batch, seq, d) over the sequence, real tokens only.
 
-    Decision (procl.md): pooling skips padding, unlike the reference, where pad states can
-    dominate a left-padded batch. Without a mask every position counts.
+    Decision (docs/methods/procl.md): pooling skips padding, unlike the reference, where pad
+    states can dominate a left-padded batch. Without a mask every position counts.
     """
     return pool(x, None if mask is None else pooling_weights(mask, x.dtype))
 

@@ -1,3 +1,38 @@
 """Experience replay and MSSR: config, buffer, memory model, schedules and the plugin that joins
-them. Import the modules directly (`retain.methods.replay.plugin`); this package imports nothing,
-so that `retain.config` can read `replay.config` without pulling in the plugin."""
+them (docs/methods/replay.md). This file declares the methods and imports only their config, so
+that `retain.config` can read it without pulling in the plugin."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from retain.methods.replay.config import MSSRConfig, ReplayConfig
+from retain.methods.spec import MethodSpec
+
+if TYPE_CHECKING:
+    from retain.config import RunConfig
+    from retain.methods.base import Plugin
+
+
+def build(config: RunConfig, method: str) -> Plugin | None:
+    from retain.methods.replay.plugin import build_replay_plugin
+
+    return build_replay_plugin(config, method)
+
+
+METHODS = (
+    MethodSpec(
+        names=("fixed", "loss_triggered", "accuracy_triggered"),
+        family="replay",
+        build=build,
+        sections={"replay": ReplayConfig},
+        summary="replay baselines",
+    ),
+    MethodSpec(
+        names=("mssr_spl", "mssr_sch", "mssr"),
+        family="replay",
+        build=build,
+        sections={"replay": ReplayConfig, "mssr": MSSRConfig},
+        summary="memory-aware adaptive replay (sampler, schedule, both)",
+    ),
+)

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def equal_quotas(capacity: int, available: Sequence[int]) -> list[int]:
-    """Equal share of `capacity` per task, never more than a task has (spec: equal quota).
+    """Equal share of `capacity` per task, never more than a task has (the paper: equal quota).
 
     Decision: water-filling — a task with fewer samples than its share keeps all of them and the
     spare room is shared by the others; the remainder of an uneven split goes to the earliest
@@ -60,8 +60,9 @@ class ReplayBuffer:
     """Samples of finished tasks with equal quotas per task and seeded random fill/eviction.
 
     Within a replay event samples are drawn without replacement; `start_event` begins a new
-    event (so draws are with replacement across events, as the spec says). Decision: if an
-    event needs more rows than are still undrawn, the event starts a fresh pass over the buffer.
+    event (so draws are with replacement across events, as docs/methods/replay.md says).
+    Decision: if an event needs more rows than are still undrawn, the event starts a fresh
+    pass over the buffer.
     """
 
     def __init__(self, capacity: int, seed: int | Sequence[int]) -> None:

@@ -1,14 +1,15 @@
-"""Configuration of the replay buffer, the replay baselines' triggers and MSSR (replay-mssr.md)."""
+"""Configuration of the replay buffer, the replay baselines' triggers and MSSR
+(docs/methods/replay.md)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from retain.config_base import Section
 
 
 class ReplayConfig(Section):
-    """Replay buffer and event settings; spec defaults (replay-mssr.md)."""
+    """Replay buffer and event settings; defaults from docs/methods/replay.md."""
 
     buffer_size: int = Field(1024, gt=0)
     lam: float = Field(0.3, gt=0, le=1, description="replay fraction λ of a replay step")
@@ -26,7 +27,7 @@ class ReplayConfig(Section):
 
 
 class MSSRConfig(Section):
-    """MSSR memory model, sampler and schedule; spec defaults (replay-mssr.md)."""
+    """MSSR memory model, sampler and schedule; defaults from docs/methods/replay.md."""
 
     loss_ema: float = Field(0.95, gt=0, lt=1)
     quantile_low: float = Field(0.05, ge=0, lt=1)
@@ -49,3 +50,11 @@ class MSSRConfig(Section):
     lam0: float = Field(0.3, gt=0, le=1)
     lam_min: float = Field(0.05, ge=0, le=1)
     beta_r: float = Field(1e-5, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> MSSRConfig:
+        if self.quantile_low >= self.quantile_high:
+            raise ValueError("mssr.quantile_low must be below mssr.quantile_high")
+        if self.s_min > self.s_max:
+            raise ValueError("mssr.s_min must not exceed mssr.s_max")
+        return self

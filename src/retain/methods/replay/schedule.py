@@ -19,8 +19,9 @@ Window = tuple[int, int]
 def unit_steps_for(config: ReplayConfig, steps_in_task: int) -> int:
     """Steps per unit.
 
-    Decision (spec): `max(1, round(unit_fraction × steps_in_task))` — the paper's 100 steps of a
-    2000-step stage — so schedules scale with the task length; `unit_steps` fixes it instead.
+    Decision (docs/methods/replay.md): `max(1, round(unit_fraction × steps_in_task))` — the
+    paper's 100 steps of a 2000-step stage — so schedules scale with the task length;
+    `unit_steps` fixes it instead.
     """
     if config.unit_steps is not None:
         return int(config.unit_steps)

@@ -1,0 +1,41 @@
+"""The reference runs every method is measured against: `sequential` (alias `none`), plain
+fine-tuning, the lower bound; `multitask`, joint training, the upper bound
+(docs/methods/reference.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from retain.methods.spec import MethodSpec
+
+if TYPE_CHECKING:
+    from retain.config import RunConfig
+    from retain.methods.base import Plugin
+
+
+def no_plugin(config: RunConfig, method: str) -> Plugin | None:
+    return None
+
+
+def multitask(config: RunConfig, method: str) -> Plugin | None:
+    from retain.methods.reference.multitask import MultitaskPlugin
+
+    return MultitaskPlugin(config)
+
+
+METHODS = (
+    MethodSpec(
+        names=("sequential", "none"),
+        family=None,
+        build=no_plugin,
+        summary="plain fine-tuning, the lower bound",
+        plain=True,
+    ),
+    MethodSpec(
+        names=("multitask",),
+        family=None,
+        build=multitask,
+        summary="every stage trains on all tasks, the upper bound",
+        alone=True,
+    ),
+)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from retain.config import ConfigError, RunConfig, apply_overrides, load_yaml, validate_config
+from retain.config import ConfigError, RunConfig, apply_overrides, validate_config
+from retain.yaml_io import load_yaml_file
 
 
 def saved_run_config(
@@ -16,10 +17,14 @@ def saved_run_config(
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
+        data = load_yaml_file(path, "run config")
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror}); give a run directory that "
                           "retain wrote") from None
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; the run directory's config.yaml is damaged: restore it "
+                          "from the run's source, or give a run directory that retain wrote"
+                          ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data["name"], data["output_dir"] = run_dir.name, str(run_dir.parent)

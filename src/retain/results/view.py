@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary, lower_is_better
@@ -24,6 +23,7 @@ from retain.eval.seeds import noise_note
 from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
 from retain.results.files import read_log
+from retain.yaml_io import load_yaml, read_text
 
 HEADLINE: tuple[str, ...] = (*BOOTSTRAP_METRICS, "gap_closed")
 """Scalar metrics of the report tables, in display order (`ap_per_stage` is a figure)."""
@@ -107,15 +107,16 @@ class RunView:
         )
         self.environment: dict[str, Any] = _read_json(self.dir / "environment.json")
         config_path = self.dir / "config.yaml"
-        self.config_text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
-        try:
-            config = yaml.safe_load(self.config_text) if self.config_text else {}
-        except yaml.YAMLError:
-            config = {}
-        self.config: dict[str, Any] = config if isinstance(config, dict) else {}
-        self.name = str(self.config.get("name") or self.dir.name)
         self.problems: list[str] = []
         """Why something could not be read or computed, said on the page."""
+        try:
+            self.config_text = read_text(config_path, "run config") if config_path.exists() else ""
+            config = load_yaml(self.config_text, str(config_path)) if self.config_text else {}
+        except (OSError, ValueError) as exc:
+            self.config_text, config = "", {}
+            self.problems.append(f"{exc}; the run's settings are not shown")
+        self.config: dict[str, Any] = config if isinstance(config, dict) else {}
+        self.name = str(self.config.get("name") or self.dir.name)
 
     # ---- per-example results and intervals ----
 

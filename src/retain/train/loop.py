@@ -57,7 +57,7 @@ from retain.train.resume import (
     save_state,
     write_fingerprint,
 )
-from retain.train.step import LossScales, accumulate_gradients
+from retain.train.step import LossScales, NonFiniteError, accumulate_gradients, non_finite
 
 
 @dataclass
@@ -265,6 +265,16 @@ class ContinualTrainer:
             tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
             scales = LossScales.of(plan, world)  # see train/step.py
             step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
+            bad = non_finite(self, step_losses)
+            if bad is not None:  # stop before the update: the last checkpoint stays intact
+                raise NonFiniteError(
+                    f"non-finite {bad} at step {ctx.global_step + 1} (task {t + 1} "
+                    f"{task.name!r}, its step {ctx.task_step + 1}); training stopped before "
+                    f"this update, nothing was written over; likely cause: train.lr="
+                    f"{task_lr(task.budget, tc.lr):g} too high for this model, or a broken "
+                    "example in the task's data; lower train.lr (or set train.max_grad_norm) "
+                    "or check the data, then run again with --overwrite"
+                )
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()

@@ -145,3 +145,31 @@ def accumulate_gradients(
         micro.append((batch, outputs.detached()))
         del outputs, loss, parts
     return step_losses, micro
+
+
+class NonFiniteError(ValueError):
+    """A step's loss or gradient is NaN or infinite: training on would only spread it."""
+
+
+def non_finite(trainer: ContinualTrainer, step_losses: dict[str, Any]) -> str | None:
+    """What is non-finite in the step just accumulated ('loss nan', 'gradient norm inf'), or
+    None. Under fp16 the gradients are not checked: the loss scaler skips an overflowing step
+    and lowers its scale, which is normal, not a failure. Every rank gets the same answer."""
+    accelerator = trainer.accelerator
+    parts = [v.float().sum() for v in step_losses.values() if isinstance(v, torch.Tensor)]
+    loss = torch.stack(parts).sum() if parts else torch.zeros((), device=trainer.device)
+    values = [loss.reshape(()).to(trainer.device)]
+    if getattr(accelerator, "scaler", None) is None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        if grads:
+            values.append(torch.nn.utils.get_total_norm(grads).float().to(trainer.device))
+    stacked = torch.stack(values)
+    bad = (~torch.isfinite(stacked)).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    flags = bad.tolist()
+    if not any(flags):
+        return None
+    names = ("loss", "gradient norm")
+    shown = stacked.tolist()
+    return " and ".join(f"{names[i]} {shown[i]}" for i, f in enumerate(flags) if f)

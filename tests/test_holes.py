@@ -152,3 +152,41 @@ def test_a_kill_during_the_first_checkpoint_write_resumes_without_overwrite(
     again = run(cfg)  # the same command, no --overwrite
     assert not again.resumed
     assert (again.run_dir / "scores.csv").read_text() == (whole.run_dir / "scores.csv").read_text()
+
+
+# ----------------------------------------------------------------- 4. pairing by counts only
+def _strip_ids(run_dir: Path) -> None:
+    """Rewrite examples.npz as a run written before example ids existed (format 1) would."""
+    import numpy as np
+
+    path = run_dir / "examples.npz"
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if not k.endswith(".ids")}
+    arrays["format"] = np.asarray(1)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def test_runs_scored_on_other_test_examples_are_not_paired(tmp_path: Path, capsys) -> None:
+    from retain.results.paired import pair
+    from retain.results.report import compare_runs
+    from retain.results.view import RunView
+
+    a = run(tiny_config(tmp_path, "name=a", *SMALL)).run_dir
+    b = run(tiny_config(tmp_path, "name=b", *SMALL, "data.subsample_seed=7")).run_dir
+    c = run(tiny_config(tmp_path, "name=c", *SMALL, "seed=3")).run_dir  # same examples as a
+    pairing = pair(RunView(b), RunView(a))
+    assert pairing.differences is None and "other test examples" in str(pairing.reason)
+    same = pair(RunView(c), RunView(a))
+    assert same.differences is not None and same.note is None
+    capsys.readouterr()
+    page = compare_runs([a, b], tmp_path / "cmp").read_text()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be paired" in err[0] and "other test examples" in err[0]
+    assert 'class="best"' not in page
+
+    for run_dir in (a, b, c):  # runs written before ids: their fingerprints decide, and say so
+        _strip_ids(run_dir)
+    assert "test data hashes differ" in str(pair(RunView(b), RunView(a)).reason)
+    old = pair(RunView(c), RunView(a))
+    assert old.differences is not None and "fingerprints' test-data hashes" in str(old.note)

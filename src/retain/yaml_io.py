@@ -139,9 +139,10 @@ def load_yaml(text: str, source: str = "", loader: type[BoundedLoader] = Bounded
         mark = exc.problem_mark or exc.context_mark
         at = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise YamlError(f"{where}{at}{problem} (not valid YAML)") from None
+        raise YamlError(f"{source or 'the text'} is not valid YAML: {at}{problem}") from None
     except yaml.YAMLError as exc:
-        raise YamlError(f"{where}{' '.join(str(exc).split())} (not valid YAML)") from None
+        problem = " ".join(str(exc).split())
+        raise YamlError(f"{source or 'the text'} is not valid YAML: {problem}") from None
     except RecursionError:
         raise YamlError(f"{where}nested too deeply") from None
 

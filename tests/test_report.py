@@ -51,7 +51,7 @@ def _examples(
     for t in range(len(scores)):
         hits = np.zeros(50)
         hits[: 20 - t] = 1.0  # mmlu: 40, 38, 36, 34
-        res.set(t, "mmlu", hits)
+        res.set(t, "mmlu", hits, ids=[f"mmlu-{j}" for j in range(50)])
     return res
 
 

@@ -95,8 +95,9 @@ def read_records(source: str | Path, fieldnames: Sequence[str] | None = None) ->
 
 def _open_text(path: Path) -> TextIO:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - the caller closes it
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    # utf-8-sig: a byte-order mark (Excel's CSV export) is no part of the first column's name
+    return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - the caller closes it
 
 
 def _check_objects(records: list[Any], source: str, lines: list[int] | None = None) -> Records:
@@ -203,11 +204,26 @@ def _read_hf(source: str) -> Records:
     """A split of a Hub dataset. Dataset scripts are never run (no remote code)."""
     dataset_id, config, split = parse_hf_id(source)
     import datasets
+    import huggingface_hub.constants as hub
 
+    from retain.models.loading import hub_unreachable
+
+    unreachable = hub_unreachable()  # offline: the cache or a failure at once, not 50 s of retries
+    saved = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    if unreachable:
+        datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
     try:
         ds = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as exc:  # network, missing config or split: all reach the user the same way
-        raise DataFormatError(f"{source}: cannot load the Hugging Face dataset: {exc}") from exc
+        detail = " ".join(str(exc).split())[:200]
+        if unreachable:
+            raise DataFormatError(
+                f"{source}: the dataset is not in the local Hugging Face cache and {unreachable} "
+                f"({detail}); load it once while online, or give a local data file"
+            ) from None
+        raise DataFormatError(f"{source}: cannot load the Hugging Face dataset: {detail}") from exc
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = saved
     return Records(dict(row) for row in ds)
 
 

@@ -144,8 +144,10 @@ class RunView:
         """Intervals computed from examples.npz, for runs whose metrics.json has none."""
         if self.examples is None or not self.tasks:
             return None
+        seed = self.config.get("seed")  # the run's own seed, as its metrics.json would use
+        seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         try:
-            return bootstrap_metrics(self.examples, self.tasks, self.general)
+            return bootstrap_metrics(self.examples, self.tasks, self.general, seed=seed)
         except ValueError as exc:
             self.problems.append(f"no intervals: {exc}")
             return None

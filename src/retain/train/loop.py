@@ -40,7 +40,7 @@ from retain.methods.registry import build_plugins
 from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
 from retain.results.examples import ExampleResults
-from retain.results.trackers import Trackers
+from retain.results.trackers import Trackers, check_tracker
 from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
 from retain.train.distributed import (
@@ -92,6 +92,7 @@ class ContinualTrainer:
         # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
         # accelerate is not told about it: its backward would divide the loss a second time.
         report_to = None if config.train.report_to == "none" else config.train.report_to
+        check_tracker(config.train.report_to)  # refused before the run directory is touched
         self.plugins: list[Plugin] = build_plugins(config)
         # adapter methods freeze some of their parameters per task: DDP must expect that
         unused = any(p.ddp_find_unused_parameters for p in self.plugins)

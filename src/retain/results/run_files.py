@@ -7,6 +7,7 @@ or folder adds its entry here (`add`), so the guard never falls behind what runs
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -61,12 +62,26 @@ for _figure in ("score_matrix", "task_curves", "ap_per_stage", "loss_curves", "r
     add(RunFile(f"{_figure}.png", "a figure of the report"))
 
 
+_ATOMIC_TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]+\.tmp$")
+"""`.<name>.<pid>.<hex>.tmp`: a file of the run being replaced when the run was killed
+(results/files.py `replaced_atomically`)."""
+
+
+def entry_of(path: Path) -> RunFile | None:
+    """The entry `path` is (or is the half-written replacement of), or None."""
+    temp = _ATOMIC_TEMP.match(path.name)
+    if temp is not None and path.is_file():
+        entry = RUN_FILES.get(temp.group("name"))
+        return entry if entry is not None and not entry.folder else None
+    return RUN_FILES.get(path.name)
+
+
 def foreign_entries(run_dir: Path) -> list[str]:
     """The entries of `run_dir` (and of its listed folders) that no run writes, sorted."""
     out = []
     for path in Path(run_dir).iterdir():
-        entry = RUN_FILES.get(path.name)
-        if entry is None or not entry.holds(path):
+        entry = entry_of(path)
+        if entry is None or not (entry.holds(path) or _ATOMIC_TEMP.match(path.name)):
             out.append(path.name + ("/" if path.is_dir() else ""))
             continue
         if entry.folder and entry.contents:
@@ -82,7 +97,7 @@ def only_early(run_dir: Path) -> bool:
     """Whether `run_dir` holds only what a run writes before its first checkpoint (a checkpoint
     folder with only a half-written `*.tmp` counts: a kill during the first save)."""
     for path in Path(run_dir).iterdir():
-        entry = RUN_FILES.get(path.name)
+        entry = entry_of(path)
         if entry is None:
             return False
         if entry.name == CHECKPOINTS:

@@ -221,8 +221,13 @@ class RunLog:
         self._file = open(self.path if enabled else os.devnull, "a")  # noqa: SIM115 - whole run
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        from retain.results.files import naming
+
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk: say which file
+            raise naming(exc, self.path) from exc
         if self.sink is not None and self.enabled:
             self.sink(record)
 

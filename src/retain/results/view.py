@@ -96,7 +96,16 @@ class RunView:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
         scores = self.dir / "scores.csv"
-        self.matrix: ScoreMatrix | None = ScoreMatrix.from_csv(scores) if scores.exists() else None
+        try:
+            self.matrix: ScoreMatrix | None = (
+                ScoreMatrix.from_csv(scores) if scores.exists() else None
+            )
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise ValueError(
+                f"{scores} is damaged ({detail}); restore it from a copy, or run the same "
+                "command again in that run directory: a resume rewrites it from the checkpoint"
+            ) from None
         self.metrics: dict[str, Any] = _read_json(self.dir / "metrics.json")
         if self.matrix is not None:  # metrics added since the run was written come from its matrix
             self.metrics = {**compute_metrics(self.matrix), **self.metrics}

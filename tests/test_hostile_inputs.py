@@ -161,9 +161,7 @@ def test_a_damaged_run_directory_is_named_with_what_to_do(
         assert word in line, (case, line)
 
 
-def test_a_damaged_examples_file_is_named_with_what_to_do(
-    finished_run: Path, tmp_path: Path
-) -> None:
+def test_a_damaged_examples_file_is_named_with_what_to_do(tmp_path: Path) -> None:
     from retain.results.examples import ExampleResults
 
     path = tmp_path / "examples.npz"
@@ -185,21 +183,17 @@ def test_a_damaged_config_yaml_stops_a_resume_with_what_to_do(
     assert "config.yaml" in message and "UTF-8" in message and "restore" in message
 
 
-def test_a_report_without_metrics_json_uses_the_run_s_own_bootstrap_seed(
-    finished_run: Path, tmp_path: Path
-) -> None:
-    import json
-
+def test_a_report_without_metrics_json_uses_the_run_s_own_bootstrap_seed(tmp_path: Path) -> None:
+    from retain.eval.uncertainty import bootstrap_metrics
+    from retain.results.examples import ExampleResults
     from retain.results.view import RunView
+    from tests.test_report import SCORES_A, TASKS, make_run
 
-    stored = json.loads((finished_run / "metrics.json").read_text())["ci"]
-    run_dir = tmp_path / "r"
-    shutil.copytree(finished_run, run_dir)
-    (run_dir / "metrics.json").unlink()
-    computed = RunView(run_dir).ci
-    assert computed["ap"] == pytest.approx(stored["ap"]) and computed["la"] == pytest.approx(
-        stored["la"]
-    )
+    run_dir = make_run(tmp_path, "r", SCORES_A, seed=42, metrics=False)
+    examples = ExampleResults.load(run_dir)
+    own, other = (bootstrap_metrics(examples, TASKS, ["mmlu"], seed=s)["ap"] for s in (42, 0))
+    assert own != other, "the seeds must give other intervals for the test to mean anything"
+    assert RunView(run_dir).ci["ap"] == own
 
 
 # ----------------------------------------------------------------- handled, or warned about

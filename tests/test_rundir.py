@@ -101,7 +101,12 @@ def test_a_start_that_never_reached_its_first_checkpoint_may_be_reused(tmp_path:
     (run_dir / "log.jsonl").write_text('{"type": "eval", "stage": 0}\n')
     (run_dir / "scores.csv").write_text("stage,a\n0,1\n")  # row 0: recomputed by a new start
     (run_dir / "checkpoints" / "latest.tmp").mkdir(parents=True)  # killed in the first save
+    (run_dir / ".examples.npz.4242.0a1b2c3d4e5f.tmp").write_bytes(b"PK")  # killed mid-replace
     refuse_foreign_files(run_dir)
+    (run_dir / ".notes.txt.4242.0a1b2c3d4e5f.tmp").write_text("no file of a run")
+    with pytest.raises(RunDirError, match="notes.txt"):
+        refuse_foreign_files(run_dir)
+    (run_dir / ".notes.txt.4242.0a1b2c3d4e5f.tmp").unlink()
     (run_dir / "metrics.json").write_text("{}")  # results of a run past its first checkpoint
     with pytest.raises(RunDirError, match="--overwrite"):
         refuse_foreign_files(run_dir)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -204,27 +205,38 @@ def _read_hf(source: str) -> Records:
     """A split of a Hub dataset. Dataset scripts are never run (no remote code)."""
     dataset_id, config, split = parse_hf_id(source)
     import datasets
-    import huggingface_hub.constants as hub
 
     from retain.models.loading import hub_unreachable
 
     unreachable = hub_unreachable()  # offline: the cache or a failure at once, not 50 s of retries
-    saved = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
-    if unreachable:
-        datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
     try:
-        ds = datasets.load_dataset(dataset_id, config, split=split)
+        with _offline(datasets) if unreachable else nullcontext():
+            ds = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as exc:  # network, missing config or split: all reach the user the same way
         detail = " ".join(str(exc).split())[:200]
         if unreachable:
             raise DataFormatError(
-                f"{source}: the dataset is not in the local Hugging Face cache and {unreachable} "
-                f"({detail}); load it once while online, or give a local data file"
+                f"{source}: cannot load the Hugging Face dataset: it is not in the local cache "
+                f"and {unreachable} ({detail}); load it once while online, or give a local file"
             ) from None
         raise DataFormatError(f"{source}: cannot load the Hugging Face dataset: {detail}") from exc
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = saved
     return Records(dict(row) for row in ds)
+
+
+@contextmanager
+def _offline(datasets: Any) -> Iterator[None]:
+    """`datasets` and the hub client in offline mode for the block (read at call time)."""
+    import huggingface_hub.constants as hub
+
+    modules = [m for m in (getattr(datasets, "config", None), hub) if m is not None]
+    saved = [getattr(m, "HF_HUB_OFFLINE", False) for m in modules]
+    for m in modules:
+        m.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for m, value in zip(modules, saved, strict=True):
+            m.HF_HUB_OFFLINE = value
 
 
 def find_split(folder: Path, stem: str) -> Path:

@@ -190,3 +190,25 @@ def test_runs_scored_on_other_test_examples_are_not_paired(tmp_path: Path, capsy
     assert "test data hashes differ" in str(pair(RunView(b), RunView(a)).reason)
     old = pair(RunView(c), RunView(a))
     assert old.differences is not None and "fingerprints' test-data hashes" in str(old.note)
+
+
+def test_an_fp16_overflow_the_scaler_skips_is_no_failure() -> None:
+    """Inf gradients under a loss scaler are the scaler's to skip; without one they stop the run;
+    a NaN loss stops it either way."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from retain.train.step import non_finite
+
+    layer = torch.nn.Linear(2, 1)
+    layer.weight.grad = torch.full_like(layer.weight, math.inf)
+
+    def trainer(scaler: object) -> SimpleNamespace:
+        accelerator = SimpleNamespace(scaler=scaler, num_processes=1)
+        return SimpleNamespace(accelerator=accelerator, model=layer, device=torch.device("cpu"))
+
+    finite, nan = {"task": torch.tensor(1.5)}, {"task": torch.tensor(math.nan)}
+    assert non_finite(trainer(object()), finite) is None
+    assert non_finite(trainer(None), finite) == "gradient norm inf"
+    assert non_finite(trainer(object()), nan) == "loss nan"

@@ -9,6 +9,7 @@ byte offset, and a message quotes at most a short excerpt of a value (`excerpt`)
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +27,12 @@ class YamlError(yaml.YAMLError, ValueError):
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     """`repr(value)`, cut to about `limit` characters (a message never quotes a whole tree)."""
-    text = reprlib_short(value, limit)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def reprlib_short(value: Any, limit: int) -> str:
-    """A repr that stops early for long strings and deep containers (no 2 GB `repr`)."""
-    import reprlib
-
-    short = reprlib.Repr()
+    short = reprlib.Repr()  # stops early in long strings and big trees: no 2 GB `repr`
     short.maxstring = short.maxother = limit
     short.maxlist = short.maxdict = short.maxtuple = short.maxset = 4
     short.maxlevel = 3
-    return short.repr(value)
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _expanded_size(root: Node) -> tuple[int, int]:

@@ -212,3 +212,15 @@ def test_an_fp16_overflow_the_scaler_skips_is_no_failure() -> None:
     assert non_finite(trainer(object()), finite) is None
     assert non_finite(trainer(None), finite) == "gradient norm inf"
     assert non_finite(trainer(object()), nan) == "loss nan"
+
+
+def test_a_non_finite_per_task_learning_rate_in_a_stream_file_is_refused(tmp_path: Path) -> None:
+    from retain.data.stream_file import load_stream_file
+
+    rows = "".join(f'{{"prompt": "q{i}", "answer": "a"}}\n' for i in range(4))
+    (tmp_path / "d.jsonl").write_text(rows)
+    path = tmp_path / "s.yaml"
+    path.write_text("tasks:\n  - {name: qa, train: d.jsonl, test: d.jsonl, format: prompt_answer, "
+                    "lr: .inf}\n")
+    with pytest.raises(ConfigError, match=r"tasks\[0\]: lr: .*finite"):
+        load_stream_file(path)

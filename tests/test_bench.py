@@ -39,7 +39,8 @@ def crafted(method: str, seed: int, cells: dict[tuple[int, int], list[float]], t
     examples = ExampleResults()
     matrix = ScoreMatrix(tasks)
     for (stage, i), scores in cells.items():
-        examples.set(stage, tasks[i], scores)
+        ids = [f"{tasks[i]}-{k}" for k in range(len(scores))]  # as runs record them
+        examples.set(stage, tasks[i], scores, ids=ids)
         matrix.R[stage, i] = 100.0 * float(np.mean(scores))
     metrics = point_metrics(examples, tasks)
     metrics["complete"] = True

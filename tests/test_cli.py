@@ -97,7 +97,8 @@ def test_bench_validates_every_method_before_training_any(tmp_path: Path) -> Non
 def test_run_never_overwrites_foreign_files_without_overwrite(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "scores.csv").write_text("stage,a\n0,1\n")
+    (run_dir / "config.yaml").write_text("name: r\nmethods: [sequential]\nmodel: {}\ntrain: {}\n")
+    (run_dir / "metrics.json").write_text("{}")  # a run's results, no checkpoint
     result = runner.invoke(app, _tiny_run(tmp_path, "name=r"))
     assert result.exit_code == 2
     line = _error_line(result.output)
@@ -110,13 +111,22 @@ def test_run_never_overwrites_foreign_files_without_overwrite(tmp_path: Path) ->
 
 
 def test_bench_and_demo_take_overwrite_too(tmp_path: Path) -> None:
-    from retain.cli import DEMO_METHODS
+    from importlib import resources
 
-    recipe = tmp_path / "demo" / "seed42" / DEMO_METHODS[-1]
-    recipe.mkdir(parents=True)
-    (recipe / "scores.csv").write_text("x")
+    from retain.bench.plan import plan_bench
+    from retain.cli import DEMO_METHODS
+    from retain.config import apply_overrides, dump_config, load_yaml, validate_config
+
     args = ["demo", *TINY, f"output_dir={tmp_path}", "data.num_tasks=1",
             "train.steps_per_task=2"]
+    demo = load_yaml(resources.files("retain").joinpath("configs/demo.yaml").read_text())
+    base = validate_config(apply_overrides(demo, args[1:])).model_dump(mode="json")
+    planned = [r for r in plan_bench(base, DEMO_METHODS, 1, False).runs
+               if r.method == DEMO_METHODS[-1]][0]
+    recipe = planned.run_dir  # the recipe's results, without their checkpoint
+    recipe.mkdir(parents=True)
+    (recipe / "config.yaml").write_text(dump_config(planned.config))
+    (recipe / "metrics.json").write_text("{}")
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--overwrite" in _error_line(result.output)
     assert not (tmp_path / "demo" / "seed42" / "sequential").exists(), "checked before training"

@@ -51,7 +51,7 @@ def _examples(
     for t in range(len(scores)):
         hits = np.zeros(50)
         hits[: 20 - t] = 1.0  # mmlu: 40, 38, 36, 34
-        res.set(t, "mmlu", hits)
+        res.set(t, "mmlu", hits, ids=[f"mmlu-{j}" for j in range(50)])
     return res
 
 
@@ -305,7 +305,7 @@ def test_report_computes_intervals_from_examples_when_metrics_lack_them(tmp_path
     run = make_run(tmp_path, "old", SCORES_A, ci=False)
     text = write_report(run).read_text()
     assert "computed now from examples.npz" in text
-    boot = bootstrap_metrics(ExampleResults.load(run), TASKS, ["mmlu"])
+    boot = bootstrap_metrics(ExampleResults.load(run), TASKS, ["mmlu"], seed=42)  # the run's
     row = row_of(table_with(parse(run / "report.html"), "metric"), "la")
     assert (
         row[2][0] == f"{boot['la']['value']:.2f} [{boot['la']['low']:.2f}, "

@@ -100,15 +100,21 @@ def test_a_folder_with_files_but_no_checkpoint_is_cleared_only_when_asked(
 ) -> None:
     cfg = tiny_config(tmp_path, "name=o", *SMALL)
     cfg.run_dir.mkdir(parents=True)
-    (cfg.run_dir / "scores.csv").write_text("stage,x\n0,1\n")
+    (cfg.run_dir / "config.yaml").write_text("name: o\nmethods: [sequential]\nmodel: {}\n"
+                                             "train: {}\n")
+    (cfg.run_dir / "metrics.json").write_text("{}")
     (cfg.run_dir / "notes.txt").write_text("mine")
+    for overwrite in (False, True):  # a file no run writes is named, and never deleted
+        with pytest.raises(ValueError, match="notes.txt"):
+            run(cfg, overwrite=overwrite)
+    assert (cfg.run_dir / "notes.txt").read_text() == "mine"
+    (cfg.run_dir / "notes.txt").unlink()
     with pytest.raises(ValueError, match="--overwrite"):
         run(cfg)
-    assert (cfg.run_dir / "notes.txt").read_text() == "mine"
     capsys.readouterr()
     result = run(cfg, overwrite=True)
     assert "--overwrite: cleared" in capsys.readouterr().out
-    assert not (cfg.run_dir / "notes.txt").exists() and result.metrics["ap"] is not None
+    assert result.metrics["ap"] is not None
 
 
 def test_a_start_that_failed_before_its_first_checkpoint_is_simply_rerun(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def test_files_that_are_no_run_are_never_overwritten(tmp_path: Path) -> None:
     (run_dir / "scores.csv").write_text("stage,a\n0,1\n")
     with pytest.raises(RunDirError) as err:
         refuse_foreign_files(run_dir)
-    assert "--overwrite" in str(err.value) and str(run_dir) in str(err.value)
+    assert "no config.yaml" in str(err.value) and str(run_dir) in str(err.value)
     assert (run_dir / "scores.csv").exists()
 
 
@@ -99,14 +99,23 @@ def test_a_start_that_never_reached_its_first_checkpoint_may_be_reused(tmp_path:
     (run_dir / "work" / "gere_states.rank0.u8").write_bytes(b"\x00")
     refuse_foreign_files(run_dir)
     (run_dir / "log.jsonl").write_text('{"type": "eval", "stage": 0}\n')
-    with pytest.raises(RunDirError):
+    (run_dir / "scores.csv").write_text("stage,a\n0,1\n")  # row 0: recomputed by a new start
+    (run_dir / "checkpoints" / "latest.tmp").mkdir(parents=True)  # killed in the first save
+    (run_dir / ".examples.npz.4242.0a1b2c3d4e5f.tmp").write_bytes(b"PK")  # killed mid-replace
+    refuse_foreign_files(run_dir)
+    (run_dir / ".notes.txt.4242.0a1b2c3d4e5f.tmp").write_text("no file of a run")
+    with pytest.raises(RunDirError, match="notes.txt"):
+        refuse_foreign_files(run_dir)
+    (run_dir / ".notes.txt.4242.0a1b2c3d4e5f.tmp").unlink()
+    (run_dir / "metrics.json").write_text("{}")  # results of a run past its first checkpoint
+    with pytest.raises(RunDirError, match="--overwrite"):
         refuse_foreign_files(run_dir)
 
 
 def test_clearing_keeps_only_the_lock_and_refuses_a_folder_that_is_no_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "latest").mkdir(parents=True)
-    (run_dir / "config.yaml").write_text("name: run\n")
+    (run_dir / "config.yaml").write_text("name: run\nmethods: []\nmodel: {}\ntrain: {}\n")
     (run_dir / "scores.csv").write_text("x")
     lock = RunLock(run_dir).acquire()
     assert clear_run_dir(run_dir) == 3
@@ -115,7 +124,7 @@ def test_clearing_keeps_only_the_lock_and_refuses_a_folder_that_is_no_run(tmp_pa
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
-    with pytest.raises(RunDirError, match="does not look like a run directory"):
+    with pytest.raises(RunDirError, match="thesis.tex"):
         clear_run_dir(mine)
     assert (mine / "thesis.tex").exists()
 
@@ -129,5 +138,8 @@ def test_release_lets_the_next_run_in_at_once(tmp_path: Path) -> None:
 
 def test_someone_elses_config_yaml_is_not_taken_for_an_unfinished_start(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("my: own settings\n")
-    with pytest.raises(RunDirError, match="--overwrite"):
+    with pytest.raises(RunDirError, match="no retain run config"):
         refuse_foreign_files(tmp_path)
+    with pytest.raises(RunDirError, match="deletes nothing"):
+        clear_run_dir(tmp_path)
+    assert (tmp_path / "config.yaml").exists()

@@ -7,7 +7,6 @@ keys that are allowed there, instead of being silently ignored.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ from retain.methods.names import (
 from retain.methods.olora.config import OLoRAConfig
 from retain.methods.procl.config import ProCLConfig
 from retain.methods.replay.config import MSSRConfig, ReplayConfig
+from retain.yaml_io import BoundedLoader, excerpt, load_yaml, load_yaml_file
 
 __all__ = [
     "METHOD_NAMES",
@@ -255,9 +255,16 @@ class RunConfig(_MethodSections):  # type: ignore[misc, valid-type]
     this file (docs/adding-a-method.md)."""
 
 
+MAX_ERRORS = 8
+"""A message names at most this many invalid keys (a generated file may hold millions)."""
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
+        if len(lines) > MAX_ERRORS:
+            lines.append(f"  ... and {len(err.errors()) - MAX_ERRORS} more")
+            break
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             section = _section_at(e["loc"][:-1])
@@ -265,7 +272,7 @@ def _format_error(err: ValidationError, source: str) -> str:
             lines.append(f"  {path}: unknown key; allowed here: {allowed}")
         else:
             got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            shown = "" if isinstance(got, dict) else f" (got {excerpt(got)})"
             lines.append(f"  {path}: {e['msg']}{shown}")
     return "\n".join(lines)
 
@@ -282,40 +289,21 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`), as YAML 1.2 does."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(text: str) -> Any:
-    """YAML as configs are read everywhere (files, overrides, the bundled demo)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+_Loader = BoundedLoader
+"""The loader configs are read with (retain.yaml_io: bounded aliases, exponent floats)."""
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.lr=1e-4` -> (['train', 'lr'], 1e-4); the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.lr=1e-4")
+        raise ConfigError(f"override {excerpt(text)}: expected key=value, e.g. train.lr=1e-4")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
+        raise ConfigError(f"override {excerpt(text)}: empty key")
     try:
         value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"override {excerpt(text)}: value is not valid YAML: {exc}") from None
     if key == "methods" and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     return key.split("."), value
@@ -328,7 +316,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
+                raise ConfigError(f"override {excerpt(text)}: {part} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -341,13 +329,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text()
+            loaded = load_yaml_file(Path(path), "config file")
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            loaded = load_yaml(text)
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {exc}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -424,4 +410,5 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _show(value: Any) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    return text.removesuffix("...").strip()
+    text = text.removesuffix("...").strip()
+    return text if len(text) <= 80 else text[:77] + "..."

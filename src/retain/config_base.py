@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict
 
 class Section(BaseModel):
     """Strict types: YAML's `true` is no batch size and `1` no model name (ints still pass for
-    floats); exponent floats such as `1e-4` are read as floats by `load_yaml`."""
+    floats); exponent floats such as `1e-4` are read as floats by `load_yaml`. `.inf` and `.nan`
+    are refused everywhere: no setting (learning rate, weight, ratio, threshold) means anything
+    non-finite, and an infinite learning rate trains a NaN model."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )

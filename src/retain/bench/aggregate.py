@@ -137,16 +137,19 @@ def combine(points: list[float], draws: list[np.ndarray] | None, level: float = 
 
 
 def _same_examples(runs: list[SeedRun]) -> bool:
-    """Whether every run scored the very same test examples (a draw can then be shared)."""
+    """Whether every run scored the very same test examples (a draw can then be shared):
+    equal example ids, or for runs without them equal fingerprints (results/pairing.py)."""
+    from retain.results.pairing import Side, check_pairing
+
     first = runs[0]
     assert first.examples is not None
+    side = Side.of(f"{first.method} seed {first.seed}", first.dir, first.examples)
     for run in runs[1:]:
         if run.tasks != first.tasks or run.general != first.general or run.examples is None:
             return False
-        for name in [*first.tasks, *first.general]:
-            a, b = first.examples, run.examples
-            if a.n_examples(name) != b.n_examples(name) or a.ids(name) != b.ids(name):
-                return False
+        other = Side.of(f"{run.method} seed {run.seed}", run.dir, run.examples)
+        if not check_pairing(side, other, first.tasks, first.general).ok:
+            return False
     return True
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retain.config import ConfigError, RunConfig, load_config, load_yaml, validate_config
+from retain.config import ConfigError, RunConfig, load_config, validate_config
+from retain.yaml_io import load_yaml_file
 
 REFERENCES = ("sequential", "multitask")
 MANIFEST = "bench.json"
@@ -64,8 +65,8 @@ def base_config(target: str, overrides: list[str]) -> dict[str, Any]:
     path = Path(target)
     if path.is_file():
         try:
-            data = load_yaml(path.read_text(encoding="utf-8"))
-        except Exception as exc:  # noqa: BLE001 - reported as one line
+            data = load_yaml_file(path, "config file")
+        except (OSError, ValueError) as exc:  # reported as one line
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if isinstance(data, dict) and "tasks" in data:
             config = load_config(None, [f"data.stream={path}", f"name={path.stem}", *overrides])

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retain.bench.plan import MANIFEST, BenchPlan, BenchRun
-from retain.config import config_differences, load_yaml
+from retain.config import config_differences
 from retain.results.files import write_json
 from retain.results.rundir import LOCK_FILE, waiting_lock
+from retain.yaml_io import load_yaml_file
 
 Status = Literal["new", "finished", "resume", "changed"]
 
@@ -38,8 +39,8 @@ def run_state(run: BenchRun) -> RunState:
     if not config_path.exists():
         return RunState("new")
     try:
-        old = load_yaml(config_path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - an unreadable config is a changed one
+        old = load_yaml_file(config_path, "run config")
+    except (OSError, ValueError):  # an unreadable config is a changed one
         return RunState("changed", f"{config_path} is unreadable")
     if not isinstance(old, dict):
         return RunState("changed", f"{config_path} is no run configuration")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -95,8 +96,9 @@ def read_records(source: str | Path, fieldnames: Sequence[str] | None = None) ->
 
 def _open_text(path: Path) -> TextIO:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - the caller closes it
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    # utf-8-sig: a byte-order mark (Excel's CSV export) is no part of the first column's name
+    return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - the caller closes it
 
 
 def _check_objects(records: list[Any], source: str, lines: list[int] | None = None) -> Records:
@@ -204,11 +206,37 @@ def _read_hf(source: str) -> Records:
     dataset_id, config, split = parse_hf_id(source)
     import datasets
 
+    from retain.models.loading import hub_unreachable
+
+    unreachable = hub_unreachable()  # offline: the cache or a failure at once, not 50 s of retries
     try:
-        ds = datasets.load_dataset(dataset_id, config, split=split)
+        with _offline(datasets) if unreachable else nullcontext():
+            ds = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as exc:  # network, missing config or split: all reach the user the same way
-        raise DataFormatError(f"{source}: cannot load the Hugging Face dataset: {exc}") from exc
+        detail = " ".join(str(exc).split())[:200]
+        if unreachable:
+            raise DataFormatError(
+                f"{source}: cannot load the Hugging Face dataset: it is not in the local cache "
+                f"and {unreachable} ({detail}); load it once while online, or give a local file"
+            ) from None
+        raise DataFormatError(f"{source}: cannot load the Hugging Face dataset: {detail}") from exc
     return Records(dict(row) for row in ds)
+
+
+@contextmanager
+def _offline(datasets: Any) -> Iterator[None]:
+    """`datasets` and the hub client in offline mode for the block (read at call time)."""
+    import huggingface_hub.constants as hub
+
+    modules = [m for m in (getattr(datasets, "config", None), hub) if m is not None]
+    saved = [getattr(m, "HF_HUB_OFFLINE", False) for m in modules]
+    for m in modules:
+        m.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for m, value in zip(modules, saved, strict=True):
+            m.HF_HUB_OFFLINE = value
 
 
 def find_split(folder: Path, stem: str) -> Path:

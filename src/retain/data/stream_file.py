@@ -17,40 +17,27 @@ YAML 1.2 booleans: unquoted `yes`/`no`/`on`/`off` stay text (labels often are su
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from retain.config import ConfigError, _Loader
+from retain.config import ConfigError
 from retain.data.task import TaskStream
 from retain.data.task_loader import Base, emit_warnings, load_task
 from retain.data.task_spec import DataWarning, TaskSpec
+from retain.yaml_io import Yaml12BoolLoader, load_yaml, read_text
 
 STREAM_KEYS = ("name", "description", "root", "tasks")
-_BOOL = "tag:yaml.org,2002:bool"
+StreamFileLoader = Yaml12BoolLoader
+"""The config loader (bounded aliases, exponent floats) with YAML 1.2 booleans: only
+true/false."""
 
 
-class StreamFileLoader(_Loader):
-    """The config loader (exponent floats) with YAML 1.2 booleans: only true/false."""
-
-
-StreamFileLoader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != _BOOL]
-    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
-}
-StreamFileLoader.add_implicit_resolver(
-    _BOOL,
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
-def read_stream_yaml(text: str) -> Any:
+def read_stream_yaml(text: str, source: str = "") -> Any:
     """A stream file's content as data (see `StreamFileLoader`)."""
-    return yaml.load(text, Loader=StreamFileLoader)  # noqa: S506 - a SafeLoader subclass
+    return load_yaml(text, source, StreamFileLoader)
 
 
 def _task_spec(data: Any, index: int) -> TaskSpec:
@@ -116,15 +103,18 @@ def stream_from_spec(
 def load_stream_file(path: str | Path) -> TaskStream:
     """The stream a YAML file defines; its relative paths resolve against its own folder."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"stream file '{path}' is a directory; give the .yaml file that "
+                          "defines the stream (a tasks: list)")
     if not file.is_file():
         raise ConfigError(
             f"stream file '{path}' not found (looked at {file.absolute()}; a relative path is "
             f"taken from the working directory {Path.cwd()})"
         )
     try:
-        spec = read_stream_yaml(file.read_text(encoding="utf-8"))
+        spec = read_stream_yaml(read_text(file, "stream file"), str(path))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"stream file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"stream file {exc}") from None
     folder = file.absolute().parent
     try:
         return stream_from_spec(spec, Base(folder, "the stream file's folder"), name=file.stem)

@@ -112,6 +112,11 @@ def load_stream(config: DataConfig) -> TaskStream:
     """The stream `config.stream` names, subsampled per config, cut to its first `num_tasks`
     tasks, generation capped at `max_new_tokens` (both for runs that must fit a budget)."""
     stream = _load_named_stream(config)
+    if config.num_tasks and config.num_tasks > len(stream.tasks):
+        raise ConfigError(
+            f"data.num_tasks={config.num_tasks}, but stream {config.stream!r} has only "
+            f"{len(stream.tasks)} tasks; lower data.num_tasks or leave it unset (all tasks)"
+        )
     tasks = stream.tasks[: config.num_tasks] if config.num_tasks else stream.tasks
     if config.max_new_tokens is not None:
         for task in tasks:

@@ -84,8 +84,15 @@ def _labels(spec: TaskSpec, base: Base) -> list[str] | None:
             f"not {spec.format}"
         )
     if isinstance(spec.labels, list):
-        return list(spec.labels)
-    return _read_labels(resolve_path(spec.labels, base, f"task {spec.name!r} labels"))
+        labels, where = list(spec.labels), f"task {spec.name!r} labels"
+    else:
+        where = str(resolve_path(spec.labels, base, f"task {spec.name!r} labels"))
+        labels = _read_labels(where)
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:  # two options with one text: a tie the model cannot break, a gold it cannot name
+        raise DataFormatError(f"{where}: label {twice[0]!r} is listed twice; each label must "
+                              "be a different text")
+    return labels
 
 
 def _mapped(records: Records, mapping: dict[str, str]) -> Records:
@@ -198,6 +205,22 @@ def overlap_warnings(
     ]
 
 
+def train_test_warnings(
+    task: str, train: list[Example], test: list[Example], train_src: object, test_src: object
+) -> list[str]:
+    """Plain words for a training split that is the test split (a copied path, a copied file):
+    the test scores would then measure memorising, not learning."""
+    fix = "give a training file disjoint from test"
+    paths = isinstance(train_src, Path) and isinstance(test_src, Path)
+    if paths and (train_src == test_src or train_src.read_bytes() == test_src.read_bytes()):  # type: ignore[union-attr]
+        return [f"task {task!r}: training file {train_src} is byte-identical to test file "
+                f"{test_src}: its test scores measure memorising, not learning; " + fix]
+    if train and test and [ex.prompt for ex in train] == [ex.prompt for ex in test]:
+        return [f"task {task!r}: the training examples ({train_src}) are the test examples "
+                f"({test_src}); " + fix]
+    return []
+
+
 def _scoring_defaults(
     spec: TaskSpec, examples: list[Example]
 ) -> tuple[Scoring, Metric, int, tuple[str, ...]]:
@@ -239,12 +262,17 @@ def load_task(spec: TaskSpec, base: Base) -> Task:
     `task.data_warnings` (emitted by `build_task` and the stream loaders)."""
     labels = _labels(spec, base)
     train, train_src = _examples(spec, "train", spec.train, base, labels)
+    if not train:
+        raise ConfigError(
+            f"task {spec.name!r}: no training examples in {train_src} (an empty file, or every "
+            "record dropped by drop_answers); give the task a non-empty train split"
+        )
     test, test_src = _examples(spec, "test", spec.test, base, labels)
     valid: list[Example] = []
-    notes: list[str] = []
+    notes: list[str] = train_test_warnings(spec.name, train, test, train_src, test_src)
     if spec.valid is not None:
         valid, valid_src = _examples(spec, "valid", spec.valid, base, labels)
-        notes = overlap_warnings(spec.name, valid, test, valid_src, test_src)
+        notes += overlap_warnings(spec.name, valid, test, valid_src, test_src)
     scoring, metric, max_new_tokens, stop = _scoring_defaults(spec, [*train, *test, *valid])
     notes += [
         f"task {spec.name!r}: stop string {s!r} holds a backslash and a letter, not a control "

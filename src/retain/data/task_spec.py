@@ -54,7 +54,7 @@ class TaskSpec(BaseModel):
     tokens and `MATH_STOP` for gsm8k).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf lr
 
     name: str = Field(min_length=1)
     train: str

@@ -10,6 +10,7 @@ that way is refused before anything runs (`check_prompt_budgets`, or `encode_eva
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -232,7 +233,7 @@ def _loglik_result(
     data: EncodedEvalSet, scores: list[list[float]], loglik_norm: LoglikNorm
 ) -> EvalResult:
     assert data.answer_index is not None
-    accuracy, accuracy_norm, predictions, ties = [], [], [], 0
+    accuracy, accuracy_norm, predictions, ties, invalid = [], [], [], 0, 0
     for ex, row, gold in zip(data.examples, scores, data.answer_index, strict=True):
         assert ex.options is not None
         by_sum, tie_sum = choose_option(row)
@@ -240,8 +241,13 @@ def _loglik_result(
         accuracy.append(float(by_sum == gold))
         accuracy_norm.append(float(by_bytes == gold))
         chosen, tied = (by_bytes, tie_bytes) if loglik_norm == "bytes" else (by_sum, tie_sum)
-        predictions.append(ex.options[chosen])
+        predictions.append(ex.options[chosen] if chosen >= 0 else "")
         ties += tied
+        invalid += chosen < 0
+    if invalid:  # recorded as wrong answers, and said
+        print(f"warning: task {data.task.name}: {invalid} of {len(scores)} examples have no "
+              "finite option score (the model produces NaN); they count as wrong answers",
+              file=sys.stderr)
     return EvalResult(
         scores=accuracy_norm if loglik_norm == "bytes" else accuracy,
         metrics={"accuracy": accuracy, "accuracy_norm": accuracy_norm},

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-from retain.config import ConfigError, RunConfig, apply_overrides, load_yaml, validate_config
+from retain.config import ConfigError, RunConfig, apply_overrides, validate_config
+from retain.yaml_io import load_yaml_file
 
 
 def saved_run_config(
@@ -16,10 +18,14 @@ def saved_run_config(
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
+        data = load_yaml_file(path, "run config")
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror}); give a run directory that "
                           "retain wrote") from None
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; the run directory's config.yaml is damaged: restore it "
+                          "from the run's source, or give a run directory that retain wrote"
+                          ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data["name"], data["output_dir"] = run_dir.name, str(run_dir.parent)
@@ -32,6 +38,27 @@ def saved_run_config(
     return validate_config(data, str(path))
 
 
+def _saved_model(model: Any, chosen: Path) -> Any:
+    """The backbone with the adapter saved in `chosen`; a damaged file is named with the fix."""
+    from safetensors import SafetensorError
+
+    from retain.models.adapters import load_adapter
+
+    try:
+        if (chosen / "adapter_config.json").exists():
+            return load_adapter(model, chosen)
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(chosen))
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise ConfigError(
+            f"{chosen} holds a damaged adapter ({type(exc).__name__}: {detail}; check "
+            "adapter_config.json and adapter_model.safetensors there); restore the folder "
+            "from a copy, or evaluate another task's adapter with --task"
+        ) from None
+
+
 def evaluate_saved_run(
     run_dir: Path,
     task: int | None = None,
@@ -41,7 +68,6 @@ def evaluate_saved_run(
     """Scores (0–100) of every task of the run's stream with the adapter after `task`."""
     from retain.data.streams import load_stream
     from retain.eval.evaluate import encode_eval_set, task_score
-    from retain.models.adapters import load_adapter
     from retain.models.loading import load_backbone
 
     config = saved_run_config(run_dir, overrides, trust_remote_code)
@@ -54,12 +80,7 @@ def evaluate_saved_run(
     if not chosen.exists():
         raise FileNotFoundError(f"{chosen} does not exist")
     model, tokenizer = load_backbone(config.model)
-    if (chosen / "adapter_config.json").exists():
-        model = load_adapter(model, chosen)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(chosen))
+    model = _saved_model(model, chosen)
     stream = load_stream(config.data)
     return {
         t.name: task_score(

@@ -36,8 +36,14 @@ def per_byte(scores: Sequence[float], options: Sequence[str]) -> list[float]:
 
 
 def choose_option(scores: Sequence[float]) -> tuple[int, bool]:
-    """The chosen option (the first of those tied for best) and whether there was a tie."""
-    best = max(scores)
+    """The chosen option (the first of those tied for best) and whether there was a tie.
+
+    A NaN score is never chosen; when no score is finite nothing is: (-1, False), an invalid
+    answer the caller records as wrong (a model that produces NaN must not crash evaluation)."""
+    finite = [s for s in scores if not math.isnan(s)]
+    if not finite:
+        return -1, False
+    best = max(finite)
     tied = [
         k for k, s in enumerate(scores) if math.isclose(s, best, rel_tol=TIE_TOL, abs_tol=TIE_TOL)
     ]

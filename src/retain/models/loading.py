@@ -343,7 +343,7 @@ def _load_pretrained(
         f"model.name_or_path {name!r} is not a bundled name ({', '.join([TINY_NAME, *BUNDLED])}), "
         "an existing directory or a .gguf file, so it was taken as a Hugging Face hub id"
     )
-    unreachable = _hub_unreachable()
+    unreachable = hub_unreachable()
     if unreachable:
         raise ModelLoadError(f"{hint}, but {unreachable}; use a bundled model or a local path")
     try:
@@ -353,7 +353,7 @@ def _load_pretrained(
         raise ModelLoadError(f"{hint}, and loading it failed: {exc}") from exc
 
 
-def _hub_unreachable() -> str | None:
+def hub_unreachable() -> str | None:
     """Why the hub cannot be reached, found without the 50 s of retries a download attempt makes
     offline (None: it may be reachable)."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:

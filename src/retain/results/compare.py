@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,12 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     groups = seed_groups(runs)
     candidates = [*HEADLINE, *general_delta_names(runs)]
     names = [n for n in candidates if any(r.value(n) is not None for r in runs)]
-    best = {n: best_runs(runs, n) for n in names}
+    unpaired = [(labels[k], p.reason) for k, p in enumerate(pairings) if p and p.reason]
+    best = {n: set() if unpaired else best_runs(runs, n) for n in names}  # no ranking unpaired
+    if unpaired:
+        who, why = unpaired[0]
+        print(f"warning: {who} cannot be paired with {labels[0]} ({why}); the comparison "
+              "shows each run's values, ranks none and computes no difference", file=sys.stderr)
 
     parts = ["<h1>retain: comparison of runs</h1>", _runs_list(runs, labels, out_dir)]
     parts.append(_notes(runs, labels))
@@ -176,7 +182,7 @@ def _difference_section(
         f"<li>{e(labels[k])} is not paired with {e(base)}: {e(p.reason)}</li>"
         for k, p in enumerate(pairings)
         if p is not None and p.differences is None
-    ]
+    ] + [f"<li>{e(labels[k])}: {e(p.note)}</li>" for k, p in enumerate(pairings) if p and p.note]
     intro = (
         f"<p>Each run minus {e(base)}, with a 95 % paired bootstrap interval over the same test "
         "examples (one resample shared by both runs). <strong>*</strong> marks a significant "

@@ -10,21 +10,28 @@ The example order of a name is fixed: every stage scores the same examples in th
 which is what lets the bootstrap reuse one set of resampled indices at every stage. A cell that
 was not evaluated is absent (`get` returns None), never zero.
 
-File layout of `examples.npz` (format 1; strings as fixed-width unicode arrays, no pickles):
-  `format`               int64 scalar, 1
+File layout of `examples.npz` (format 2; strings as fixed-width unicode arrays, no pickles):
+  `format`               int64 scalar, 2
   `names`, `kinds`       [K] column names and kinds ("score" | "perplexity"), in first-set order
   `c{k}.stages`          int64 [S_k] evaluated stages of column k, ascending
   `c{k}.scores`          float64 [S_k, n_k] (score columns)
   `c{k}.extra_names`     [E_k] names of the extra metrics; `c{k}.extra{e}` float64 [S_k, n_k]
   `c{k}.nll_sum`, `c{k}.token_count`  float64 [S_k, n_k] (perplexity columns)
-  `c{k}.ids`             [n_k] example ids, only when they were given
+  `c{k}.ids`             [n_k] example ids (results/example_ids.py: a hash of the encoded
+                         prompt and answer); written by runs from format 2 on
 `to_dict` gives the same keys with string arrays as lists of str, for checkpoints.
+
+Versions: format 1 files (no ids) still load. A reader ignores keys it does not know, so an
+addition older readers may skip (a second score, generated text) adds keys `c{k}.<what>` and
+keeps FORMAT; a change of what existing keys mean bumps FORMAT, and a file newer than the
+reader is refused with the fix (upgrade retain).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +44,8 @@ from retain.results.files import replaced_atomically
 EXAMPLES_FILE = "examples.npz"
 """File name of the per-example results inside a run directory."""
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 SCORE = "score"
 PERPLEXITY = "perplexity"
 
@@ -222,8 +230,12 @@ class ExampleResults:
     def from_dict(cls, data: Mapping[str, Any]) -> ExampleResults:
         """Inverse of `to_dict`; also reads what `np.load` gives back for `examples.npz`."""
         fmt = int(np.asarray(data.get("format", -1)))
-        if fmt != FORMAT:
-            raise ValueError(f"unknown per-example results format {fmt}; expected {FORMAT}")
+        if fmt > FORMAT:
+            raise ValueError(f"per-example results of format {fmt}, written by a newer retain "
+                             f"(this one reads up to {FORMAT}); upgrade retain")
+        if fmt not in READABLE_FORMATS:
+            raise ValueError(f"unknown per-example results format {fmt}; expected one of "
+                             f"{', '.join(map(str, READABLE_FORMATS))}")
         names, kinds = _strings(data["names"]), _strings(data["kinds"])
         if len(names) != len(kinds):
             raise ValueError("names and kinds differ in length")
@@ -268,8 +280,17 @@ class ExampleResults:
         path = Path(path)
         if path.is_dir():
             path = path / EXAMPLES_FILE
-        with np.load(path, allow_pickle=False) as data:
-            return cls.from_dict({key: data[key] for key in data.files})
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls.from_dict({key: data[key] for key in data.files})
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise ValueError(
+                f"{path} is damaged ({type(exc).__name__}: {detail}); restore it from a copy, "
+                "or resume the run from a checkpoint, which rewrites it"
+            ) from None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ExampleResults):

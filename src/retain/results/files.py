@@ -30,8 +30,17 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        raise naming(exc, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def naming(exc: OSError, path: Path) -> OSError:
+    """`exc` with the path being written (a full disk raised by `write` names no file)."""
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from retain.eval.seeds import SeedSummary, combine_seeds
 from retain.eval.uncertainty import Difference, paired_difference
 from retain.results.examples import EXAMPLES_FILE
+from retain.results.pairing import Side, check_pairing
 from retain.results.view import HEADLINE, RATIO_METRICS, RunView, higher_is_better, scale
 
 N_RESAMPLES = 1000
@@ -28,6 +29,8 @@ class Pairing:
 
     differences: dict[str, Difference | None] | None
     reason: str | None = None
+    note: str | None = None
+    """How the runs were paired when it was not by example ids (results/pairing.py)."""
 
 
 def pair(run: RunView, baseline: RunView) -> Pairing:
@@ -40,13 +43,21 @@ def pair(run: RunView, baseline: RunView) -> Pairing:
     if missing:
         return Pairing(None, f"no {EXAMPLES_FILE} in {', '.join(missing)}")
     assert run.examples is not None and baseline.examples is not None
+    check = check_pairing(
+        Side.of(run.name, run.dir, run.examples),
+        Side.of(baseline.name, baseline.dir, baseline.examples),
+        run.tasks,
+        run.general,
+    )
+    if check.reason is not None:
+        return Pairing(None, check.reason)
     try:
         raw = paired_difference(
             run.examples, baseline.examples, run.tasks, run.general, N_RESAMPLES, SEED
         )
     except ValueError as exc:
         return Pairing(None, str(exc))
-    return Pairing({name: _scaled(name, d) for name, d in raw.items()})
+    return Pairing({name: _scaled(name, d) for name, d in raw.items()}, note=check.note)
 
 
 def _scaled(name: str, diff: Difference | None) -> Difference | None:

@@ -19,21 +19,17 @@ from typing import IO, Any
 
 import torch
 
+from retain.results import run_files
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-LOCK_FILE = ".lock"
-START_FILES = frozenset(
-    {LOCK_FILE, "config.yaml", "environment.json", "fingerprint.json", "log.jsonl"}
-)
-"""What a run writes before its first checkpoint; a folder with only these holds no results."""
-WORK_DIR = "work"
+LOCK_FILE = run_files.LOCK
+WORK_DIR = run_files.WORK
 """Where plugins keep files they rebuild on a fresh start (GeRe's memory-mapped state cache and
-teacher cache): a folder holding only these and `START_FILES` is a run that never got going."""
-RUN_MARKERS = frozenset({"config.yaml", "log.jsonl", "scores.csv", "metrics.json", "checkpoints"})
-"""At least one of these is in every folder retain wrote; `--overwrite` clears no other."""
+teacher cache); what else a run writes: results/run_files.py."""
 
 
 class RunDirError(ValueError):
@@ -130,58 +126,64 @@ def ensure_run_dir(run_dir: Path) -> None:
                           "choose an output_dir=... you can write") from None
 
 
-def _results_in_log(path: Path) -> bool:
-    """Whether the log records an evaluation or a training step (anything worth keeping)."""
-    from retain.results.files import read_log
-
-    try:
-        return any(r.get("type") in ("eval", "step") for r in read_log(path))
-    except OSError:
-        return True
-
-
-def _only_a_start(run_dir: Path, entries: list[Path]) -> bool:
-    """Only files a run writes before its first checkpoint, and a log without results."""
-    for p in entries:
-        if not (p.name in START_FILES and p.is_file() or p.name == WORK_DIR and p.is_dir()):
-            return False
-    log, config = run_dir / "log.jsonl", run_dir / "config.yaml"
-    if config.exists() and not _is_retain_config(config):
-        return False
-    return not (log.exists() and _results_in_log(log))
-
-
-def _is_retain_config(path: Path) -> bool:
+def is_retain_config(path: Path) -> bool:
     """A config.yaml retain wrote (a resolved run config), not someone's file of that name."""
-    import yaml
+    from retain.yaml_io import load_yaml_file
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = load_yaml_file(path, "run config")
+    except (OSError, ValueError):
         return False
     return isinstance(data, dict) and {"name", "methods", "model", "train"} <= set(data)
 
 
+def _not_a_run(run_dir: Path) -> str | None:
+    """Why `run_dir` (not empty) is no directory a run wrote, or None: its config.yaml must be
+    a run config and every entry one a run writes."""
+    config = Path(run_dir) / run_files.CONFIG
+    foreign = run_files.foreign_entries(run_dir)
+    if foreign:
+        return f"files no run writes ({run_files.shown(foreign)})"
+    if not config.is_file():
+        return "no config.yaml"
+    if not is_retain_config(config):
+        return "a config.yaml that is no retain run config"
+    return None
+
+
+def _entries(run_dir: Path) -> list[Path]:
+    return [p for p in Path(run_dir).iterdir() if p.name != LOCK_FILE]
+
+
 def refuse_foreign_files(run_dir: Path) -> None:
-    """A folder with files but no checkpoint of this run is never overwritten without asking."""
-    entries = [p for p in Path(run_dir).iterdir() if p.name != LOCK_FILE]
-    if entries and not _only_a_start(Path(run_dir), entries):
-        shown = ", ".join(sorted(p.name for p in entries)[:4])
-        raise RunDirError(
-            f"{run_dir} holds files ({shown}{', ...' if len(entries) > 4 else ''}) but no "
-            "checkpoint of a run, so it is not overwritten; pass --overwrite (or --fresh) to "
-            "clear it, or choose another name=..."
-        )
+    """A folder with files but no checkpoint of this run is never overwritten without asking,
+    unless it holds only what a run writes before its first checkpoint (a run killed then is
+    simply started again: it rewrites all of that)."""
+    if not _entries(run_dir):
+        return
+    why = _not_a_run(run_dir)
+    if why is None and run_files.only_early(run_dir):
+        return
+    if why is not None:  # --overwrite would refuse it too: say what to do instead
+        raise RunDirError(f"{run_dir} holds {why}, so it is neither used nor overwritten; move "
+                          "your files away, or choose another name=...")
+    raise RunDirError(
+        f"{run_dir} holds a run's results but no checkpoint of it, so it is not overwritten; "
+        "pass --overwrite (or --fresh) to clear it, or choose another name=..."
+    )
 
 
 def refuse_clearing_foreign(run_dir: Path) -> list[Path]:
-    """The entries `clear_run_dir` would delete; refused for a folder that is no run."""
-    entries = [p for p in Path(run_dir).iterdir() if p.name != LOCK_FILE]
-    if entries and not any(p.name in RUN_MARKERS for p in entries):
+    """The entries `clear_run_dir` would delete; refused, naming why, unless the folder is a
+    run's and holds only what runs write (results/run_files.py)."""
+    entries = _entries(run_dir)
+    if not entries:
+        return entries
+    why = _not_a_run(run_dir)
+    if why is not None:
         raise RunDirError(
-            f"{run_dir} does not look like a run directory (no config.yaml, log.jsonl, "
-            "scores.csv or checkpoints), so --overwrite does not delete it; remove it yourself "
-            "or choose another name=..."
+            f"{run_dir} holds {why}, so --overwrite deletes nothing in it (it clears only a "
+            "directory a run wrote); move your files away, or choose another name=..."
         )
     return entries
 
@@ -189,7 +191,7 @@ def refuse_clearing_foreign(run_dir: Path) -> list[Path]:
 def clear_run_dir(run_dir: Path) -> int:
     """Delete everything in a run directory but its lock; the number of entries removed.
 
-    Refused for a folder that holds none of the files retain writes: `--overwrite` is for runs.
+    Refused, before anything is deleted, for a folder holding anything a run does not write.
     """
     entries = refuse_clearing_foreign(run_dir)
     for entry in entries:
@@ -219,8 +221,13 @@ class RunLog:
         self._file = open(self.path if enabled else os.devnull, "a")  # noqa: SIM115 - whole run
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        from retain.results.files import naming
+
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk: say which file
+            raise naming(exc, self.path) from exc
         if self.sink is not None and self.enabled:
             self.sink(record)
 

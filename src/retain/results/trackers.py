@@ -21,6 +21,31 @@ def flat_numbers(value: Any, prefix: str) -> dict[str, float]:
     return out
 
 
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+"""`train.report_to` -> the package it needs (accelerate drops a missing one with a warning)."""
+
+
+def check_tracker(report_to: str) -> None:
+    """Refuse, before the run starts, a tracker whose package is not installed: accelerate
+    would only warn, and the run would end with nothing tracked."""
+    if report_to == "none":
+        return
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    available = {
+        "tensorboard": is_tensorboard_available,
+        "wandb": is_wandb_available,
+        "mlflow": is_mlflow_available,
+    }
+    if not available[report_to]():
+        from retain.config import ConfigError
+
+        raise ConfigError(
+            f"train.report_to={report_to}, but the {PACKAGES[report_to]} package is not "
+            f"installed; pip install {PACKAGES[report_to]}, or set train.report_to=none"
+        )
+
+
 class Trackers:
     """Forwards log records to `accelerator.log`; a no-op when `train.report_to` is none."""
 

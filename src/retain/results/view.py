@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary, lower_is_better
@@ -24,6 +23,7 @@ from retain.eval.seeds import noise_note
 from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics
 from retain.results.examples import EXAMPLES_FILE, ExampleResults
 from retain.results.files import read_log
+from retain.yaml_io import load_yaml, read_text
 
 HEADLINE: tuple[str, ...] = (*BOOTSTRAP_METRICS, "gap_closed")
 """Scalar metrics of the report tables, in display order (`ap_per_stage` is a figure)."""
@@ -96,7 +96,16 @@ class RunView:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
         scores = self.dir / "scores.csv"
-        self.matrix: ScoreMatrix | None = ScoreMatrix.from_csv(scores) if scores.exists() else None
+        try:
+            self.matrix: ScoreMatrix | None = (
+                ScoreMatrix.from_csv(scores) if scores.exists() else None
+            )
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise ValueError(
+                f"{scores} is damaged ({detail}); restore it from a copy, or run the same "
+                "command again in that run directory: a resume rewrites it from the checkpoint"
+            ) from None
         self.metrics: dict[str, Any] = _read_json(self.dir / "metrics.json")
         if self.matrix is not None:  # metrics added since the run was written come from its matrix
             self.metrics = {**compute_metrics(self.matrix), **self.metrics}
@@ -107,15 +116,16 @@ class RunView:
         )
         self.environment: dict[str, Any] = _read_json(self.dir / "environment.json")
         config_path = self.dir / "config.yaml"
-        self.config_text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
-        try:
-            config = yaml.safe_load(self.config_text) if self.config_text else {}
-        except yaml.YAMLError:
-            config = {}
-        self.config: dict[str, Any] = config if isinstance(config, dict) else {}
-        self.name = str(self.config.get("name") or self.dir.name)
         self.problems: list[str] = []
         """Why something could not be read or computed, said on the page."""
+        try:
+            self.config_text = read_text(config_path, "run config") if config_path.exists() else ""
+            config = load_yaml(self.config_text, str(config_path)) if self.config_text else {}
+        except (OSError, ValueError) as exc:
+            self.config_text, config = "", {}
+            self.problems.append(f"{exc}; the run's settings are not shown")
+        self.config: dict[str, Any] = config if isinstance(config, dict) else {}
+        self.name = str(self.config.get("name") or self.dir.name)
 
     # ---- per-example results and intervals ----
 
@@ -143,8 +153,10 @@ class RunView:
         """Intervals computed from examples.npz, for runs whose metrics.json has none."""
         if self.examples is None or not self.tasks:
             return None
+        seed = self.config.get("seed")  # the run's own seed, as its metrics.json would use
+        seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         try:
-            return bootstrap_metrics(self.examples, self.tasks, self.general)
+            return bootstrap_metrics(self.examples, self.tasks, self.general, seed=seed)
         except ValueError as exc:
             self.problems.append(f"no intervals: {exc}")
             return None

@@ -125,10 +125,15 @@ def save_checkpoint(directory: Path, state: dict[str, Any], previous: Path | Non
     try:
         _write_tensors(tensors, tmp / TENSORS)
         _fsync(tmp / TENSORS)
-        with open(tmp / STATE, "w") as f:
-            json.dump(flat, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp / STATE, "w") as f:
+                json.dump(flat, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk raised by `write` names no file
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(tmp / STATE)) from exc
         files = {n: {"size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)}
                  for n in (TENSORS, STATE)}
         with open(tmp / MANIFEST, "w") as f:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retain.eval.evaluate import encode_eval_set, example_scores
+from retain.results.example_ids import evaluator_ids
 from retain.results.examples import EXAMPLES_FILE
 from retain.train.distributed import shards
 from retain.train.fsdp import full_model_state, is_sharded
@@ -58,12 +59,13 @@ def evaluate_stage(trainer: ContinualTrainer, stage: int) -> None:
     row, cached = _row(trainer, stage)
     cpu_seconds = time.process_time() - cpu_start
     trainer.matrix.set_row(stage, row.scores, row.general)
+    ids = evaluator_ids(trainer.evaluator)  # what pairs runs example by example
     for name, result in row.examples.items():
-        trainer.examples.set(stage, name, result.scores, extra=result.metrics)
+        trainer.examples.set(stage, name, result.scores, extra=result.metrics, ids=ids.get(name))
         if result.ties:
             trainer.ties.setdefault(name, {})[str(stage)] = result.ties
     for name, (nll_sums, counts) in row.perplexity_parts.items():
-        trainer.examples.set_perplexity(stage, name, nll_sums, counts)
+        trainer.examples.set_perplexity(stage, name, nll_sums, counts, ids=ids.get(name))
     if trainer.is_main:
         trainer.matrix.to_csv(trainer.run_dir / "scores.csv")
         trainer.examples.save(trainer.run_dir / EXAMPLES_FILE)

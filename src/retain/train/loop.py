@@ -40,7 +40,7 @@ from retain.methods.registry import build_plugins
 from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
 from retain.results.examples import ExampleResults
-from retain.results.trackers import Trackers
+from retain.results.trackers import Trackers, check_tracker
 from retain.train import fsdp  # retain's own FSDP2 (train.sharding=fsdp2)
 from retain.train.batches import task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
@@ -59,7 +59,7 @@ from retain.train.resume import (
     save_state,
     write_fingerprint,
 )
-from retain.train.step import LossScales, accumulate_gradients, forward
+from retain.train.step import LossScales, accumulate_gradients, forward, stop_if_non_finite
 
 
 @dataclass
@@ -94,6 +94,7 @@ class ContinualTrainer:
         # Accumulation is done by the loop (it knows the answer tokens of the whole step), so
         # accelerate is not told about it: its backward would divide the loss a second time.
         report_to = None if config.train.report_to == "none" else config.train.report_to
+        check_tracker(config.train.report_to)  # refused before the run directory is touched
         self.plugins: list[Plugin] = build_plugins(config)
         # adapter methods freeze some of their parameters per task: DDP must expect that
         unused = any(p.ddp_find_unused_parameters for p in self.plugins)
@@ -280,6 +281,7 @@ class ContinualTrainer:
             scales = LossScales.of(plan, world)  # see train/step.py
             step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
             fsdp.sync_replicated_grads(self.model)  # sharded runs only
+            stop_if_non_finite(self, step_losses, t, task_lr(task.budget, tc.lr))
             if tc.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
             self.optimizer.step()

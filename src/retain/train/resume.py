@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from retain.config import RunConfig, config_differences, dump_config, load_yaml
+from retain.config import RunConfig, config_differences, dump_config
 from retain.results.examples import ExampleResults
 from retain.results.files import write_json, write_text_atomic
 from retain.results.fingerprint import (
@@ -35,6 +35,7 @@ from retain.train.checkpoint import (
     save_rotating,
     set_rng_state,
 )
+from retain.yaml_io import load_yaml_file
 
 if TYPE_CHECKING:
     import torch
@@ -101,9 +102,10 @@ def check_config_matches(config: RunConfig) -> None:
     if not path.exists():
         return  # the data fingerprint in the checkpoint is still checked
     try:
-        old = load_yaml(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise ResumeError(f"{path} is unreadable ({exc}); start afresh with --overwrite") from None
+        old = load_yaml_file(path, "run config")
+    except (OSError, ValueError) as exc:  # any unreadable file gets the same message
+        raise ResumeError(f"{path} is unreadable ({exc}); restore it from a copy, or start "
+                          "afresh with --overwrite") from None
     if not isinstance(old, dict):
         raise ResumeError(f"{path} is no run configuration; start afresh with --overwrite")
     with suppress(ValueError):  # fill keys added since with their defaults, as the run used

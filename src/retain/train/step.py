@@ -149,3 +149,50 @@ def accumulate_gradients(
         micro.append((batch, outputs.detached()))
         del outputs, loss, parts
     return step_losses, micro
+
+
+class NonFiniteError(ValueError):
+    """A step's loss or gradient is NaN or infinite: training on would only spread it."""
+
+
+def non_finite(trainer: ContinualTrainer, step_losses: dict[str, Any]) -> str | None:
+    """What is non-finite in the step just accumulated ('loss nan', 'gradient norm inf'), or
+    None. Under fp16 the gradients are not checked: the loss scaler skips an overflowing step
+    and lowers its scale, which is normal, not a failure. Every rank gets the same answer."""
+    accelerator = trainer.accelerator
+    parts = [v.float().sum() for v in step_losses.values() if isinstance(v, torch.Tensor)]
+    loss = torch.stack(parts).sum() if parts else torch.zeros((), device=trainer.device)
+    values = [loss.reshape(()).to(trainer.device)]
+    if getattr(accelerator, "scaler", None) is None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        if grads:
+            values.append(torch.nn.utils.get_total_norm(grads).float().to(trainer.device))
+    stacked = torch.stack(values)
+    bad = (~torch.isfinite(stacked)).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    flags = bad.tolist()
+    if not any(flags):
+        return None
+    names = ("loss", "gradient norm")
+    shown = stacked.tolist()
+    return " and ".join(f"{names[i]} {shown[i]}" for i, f in enumerate(flags) if f)
+
+
+def stop_if_non_finite(
+    trainer: ContinualTrainer, step_losses: dict[str, Any], t: int, lr: float
+) -> None:
+    """Raise `NonFiniteError` before the optimizer step when `non_finite` finds something, so
+    the last checkpoint stays intact; the message names the step, the task and the likely cause."""
+    bad = non_finite(trainer, step_losses)
+    if bad is None:
+        return
+    ctx = trainer.ctx
+    name = trainer.stream.tasks[t].name
+    raise NonFiniteError(
+        f"non-finite {bad} at step {ctx.global_step + 1} (task {t + 1} {name!r}, its step "
+        f"{ctx.task_step + 1}); training stopped before this update, nothing was written over; "
+        f"likely cause: train.lr={lr:g} too high for this model, or a broken example in the "
+        "task's data; lower train.lr (or set train.max_grad_norm) or check the data, then run "
+        "again with --overwrite"
+    )

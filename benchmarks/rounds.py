@@ -188,6 +188,8 @@ def ratio_lines(what: str, series: Mapping[str, Sequence[float]], goal: Goal | N
     lines += [f"  {name:<{width}}  {summary}" for name, summary in summaries.items()]
     if goal is None:
         lines.append("  verdict: descriptive, no goal")
+    elif first.confidence < confidence:  # the same for every clock
+        lines.append("  verdict: " + first.verdict(goal, confidence))
     else:
         lines.append("  verdict: " + "; ".join(
             f"{name} {summary.verdict(goal, confidence)}" for name, summary in summaries.items()))

@@ -120,3 +120,10 @@ def test_printout_has_both_clocks_and_a_verdict_line():
     assert lines[3] == ("  verdict: wall-clock interval above the goal: missed; "
                         "CPU time interval below the goal: met")
     assert rounds.ratio_lines("x", {"peak memory": [1.0] * 6}, None)[-1].endswith("no goal")
+
+
+def test_too_few_rounds_say_so_once():
+    lines = rounds.ratio_lines("x", {"wall-clock": [1.0, 1.1], "CPU time": [1.0, 1.0]},
+                               rounds.Goal(1.02))
+    assert lines[-1] == ("  verdict: undecided (2 rounds cannot give a 95 % interval; "
+                         "run at least 6)")

@@ -6,12 +6,16 @@
    with `.float()`), plus a statistics file with mean, var, std, sum and sum of squares (fp32
    [dim] each). Only the tensors' payload is counted for the reference (its per-file
    container overhead would make it larger still).
-2. Step time: `gere` with `tm` against `gere_lm` (label fitting only): the loop's own step
-   (plan, collate, forward, losses, backward, clip, AdamW) on the same batch, the two methods
-   alternating step by step (on a shared machine, load changes within seconds); the median of
-   the paired ratios.
+   Both byte counts are exact, so their ratio has no noise and needs no rounds.
+2. Step time: `gere` with `tm` against `gere_lm` (label fitting only) on the same batch, a
+   one-step task each, the two alternating within each round (on a shared machine, load
+   changes within seconds). Measured per call of `train_task` (the step plus the task's own
+   set-up: optimizer, planner, log), in wall-clock and CPU time, and from the loop's logged
+   step wall-clock (plan, collate, forward, losses, backward, clip, AdamW); each ratio is the
+   median of the rounds' paired ratios with an interval over rounds (benchmarks/rounds.py).
 
-    python benchmarks/gere_cache.py --model smollm2-135m --rows 32 --max-tokens 128
+    OMP_NUM_THREADS=1 python benchmarks/gere_cache.py --model smollm2-135m --rows 32 \
+        --max-tokens 128 [--rounds 12]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from rounds import Goal, Timing, paired_ratios, ratio_lines, run_rounds, timed
 
 from retain.config import load_config
 from retain.methods.gere.plugin import GeneralReplayPlugin
@@ -35,7 +40,7 @@ SOURCE = "../shared/data/general_text/llamafactory_demo/c4_demo.json"
 def trainer_for(args: argparse.Namespace, loss: str, out: str) -> ContinualTrainer:
     config = load_config(None, [
         f"model.name_or_path={args.model}", "data.stream=builtin", "data.max_train_per_task=200",
-        "data.max_test_per_task=4", "data.max_length=64", "data.valid_per_task=0",
+        "data.max_test_per_task=4", f"data.max_length={args.max_length}", "data.valid_per_task=0",
         "train.steps_per_task=1", f"train.batch_size={args.batch_size}",
         "train.progress=false", "train.lr=1e-4", f"output_dir={out}", f"name={loss}",
         "methods=[gere]", f"general.loss={loss}", f"general.source={args.source}",
@@ -71,7 +76,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--k", type=int, default=1, help="replay rows per global batch")
-    parser.add_argument("--rounds", type=int, default=12, help="paired steps")
+    parser.add_argument("--rounds", type=int, default=12, help="paired one-step tasks")
+    parser.add_argument("--max-length", type=int, default=64, help="128 for tiny-random")
     args = parser.parse_args()
     if not Path(args.source).is_file():
         raise SystemExit(f"general text not found at {args.source}; pass --source")
@@ -83,7 +89,8 @@ def main() -> None:
     print(f"model {args.model}: replay set {args.rows} rows, {tokens} tokens, hidden size {dim}")
     print(f"reference layout (fp32 per element + stats): {reference:>12,d} bytes")
     print(f"ours (1.6-bit states + thresholds + offsets): {ours:>11,d} bytes")
-    print(f"cache ratio reference / ours: {reference / ours:.2f}x  (target >= 16)")
+    print(f"cache ratio reference / ours: {reference / ours:.2f}x  (target >= 16; exact byte "
+          "counts, no noise)")
     paper_tokens = 1000 * 563
     paper_ours = paper_tokens * plugin.cache.packed.shape[1] + 8 * 1001 + dim * 24
     paper_ref = paper_tokens * dim * 4 + 5 * dim * 4
@@ -92,22 +99,33 @@ def main() -> None:
 
     for trainer in (lm, tm):  # warm-up: allocator, kernels
         trainer.train_task(0, 0, None)
-    seconds: dict[str, list[float]] = {"tm": [], "lm": []}
-    for r in range(args.rounds):
-        order = (("lm", lm), ("tm", tm)) if r % 2 == 0 else (("tm", tm), ("lm", lm))
-        for name, trainer in order:
-            trainer.train_task(0, 0, None)  # one step on the task's first batch
-            seconds[name].append(last_step_seconds(trainer))
-    ratios = [t / b for t, b in zip(seconds["tm"], seconds["lm"], strict=True)]
-    print(f"step of {args.batch_size} rows ({args.k} replay row), threads "
-          f"{torch.get_num_threads()}: median lm {statistics.median(seconds['lm']):.3f} s, "
-          f"tm {statistics.median(seconds['tm']):.3f} s; paired ratios "
-          f"{', '.join(f'{x:.2f}' for x in ratios)}")
-    print(f"step time tm / lm (median of {args.rounds} paired steps): "
-          f"{statistics.median(ratios):.3f}  (target <= 1.05)")
+    def step(trainer: ContinualTrainer) -> tuple[Timing, float]:
+        timing = timed(lambda: trainer.train_task(0, 0, None))  # one step, the first batch
+        return timing, last_step_seconds(trainer)
+
+    runs = run_rounds({"lm": lambda: step(lm), "tm": lambda: step(tm)}, args.rounds)
+    calls = {name: [t for t, _ in r] for name, r in runs.items()}
+    logged = {name: [s for _, s in r] for name, r in runs.items()}
+
+    def ratios(values: dict[str, list[float]]) -> list[float]:
+        return paired_ratios(values["tm"], values["lm"])
+
+    def med(name: str) -> str:
+        return (f"{statistics.median(t.wall for t in calls[name]):.3f} s wall, "
+                f"{statistics.median(t.cpu for t in calls[name]):.3f} s CPU, logged step "
+                f"{statistics.median(logged[name]):.3f} s")
+
+    print(f"one-step task of {args.batch_size} rows ({args.k} replay row), threads "
+          f"{torch.get_num_threads()}, median of {args.rounds} rounds: lm {med('lm')}; "
+          f"tm {med('tm')}")
+    print("\n".join(ratio_lines("step time tm / lm", {
+        "wall-clock": ratios({n: [t.wall for t in c] for n, c in calls.items()}),
+        "CPU time": ratios({n: [t.cpu for t in c] for n, c in calls.items()}),
+        "logged step wall-clock": ratios(logged),
+    }, Goal(1.05))))
     call = tm_call_seconds(tm)
     print(f"TM's own work (cache decode + loss) per micro-batch: {1e3 * call:.2f} ms = "
-          f"{100 * call / statistics.median(seconds['tm']):.3f} % of a tm step")
+          f"{100 * call / statistics.median(logged['tm']):.3f} % of a logged tm step")
 
 
 def tm_call_seconds(trainer: ContinualTrainer, repeats: int = 20) -> float:

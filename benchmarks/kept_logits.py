@@ -3,18 +3,23 @@ positions (`logits_to_keep`), side by side on the same model, batch and LoRA.
 
 A causal-LM loss reads the logits of the answer positions only, yet the usual forward projects
 every prompt token onto the vocabulary (49k rows of `lm_head` for SmolLM2) and back-propagates
-through that projection. Prints both step times, their ratio and the largest loss difference.
+through that projection. Each round times `--repeats` steps of each, back to back in alternating
+order; prints both step times, the speed-up as the median of the rounds' paired ratios with an
+interval over rounds (wall-clock and CPU time; the goal is only that it is faster,
+benchmarks/rounds.py) and the largest loss difference.
 
-    .venv/bin/python benchmarks/kept_logits.py [--model smollm2-135m] [--rows 8] [--repeats 5]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kept_logits.py [--model smollm2-135m] \
+        [--rows 8] [--repeats 5] [--rounds 6]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
 
 import torch
 from peft import LoraConfig, get_peft_model
+from rounds import Goal, Timing, run_rounds, time_ratio_lines, timed
 
 from retain.config import ModelConfig
 from retain.data.encoding import IGNORE_INDEX, Batch
@@ -41,13 +46,11 @@ def _batch(rows: int, prompt: tuple[int, int], answer: tuple[int, int], vocab: i
     return Batch(ids, mask, labels, zeros, zeros, zeros.bool())
 
 
-def _step_seconds(model: torch.nn.Module, batch: Batch, full: bool, repeats: int) -> float:
-    start = time.perf_counter()
+def _steps(model: torch.nn.Module, batch: Batch, full: bool, repeats: int) -> None:
     for _ in range(repeats):
         model.zero_grad()
         _, nll_sum = forward(model, batch, full_logits=full)
         nll_sum.sum().backward()
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
@@ -56,7 +59,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--prompt", type=int, nargs=2, default=(12, 40))
     parser.add_argument("--answer", type=int, nargs=2, default=(1, 6))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="steps per side and round")
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     model, _ = load_backbone(ModelConfig(name_or_path=args.model))
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -69,15 +73,23 @@ def main() -> None:
         full_out, _ = forward(model, batch, full_logits=True)
         kept_out, _ = forward(model, batch, full_logits=False)
     diff = float((full_out.per_sample_loss - kept_out.per_sample_loss).abs().max())
-    _step_seconds(model, batch, True, 1)  # warm-up
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(3):  # interleaved, so drifting machine load hits both alike
-        for full in (True, False):
-            times[full].append(_step_seconds(model, batch, full, args.repeats))
-    full_s, kept_s = min(times[True]), min(times[False])
-    print(f"full projection   : {full_s:.3f} s/step (best of 3 x {args.repeats})")
-    print(f"answer positions  : {kept_s:.3f} s/step")
-    print(f"speed-up {full_s / kept_s:.2f}x; largest per-row loss difference {diff:.2e}")
+    _steps(model, batch, True, 1)  # warm-up
+
+    def side(full: bool) -> Timing:
+        t = timed(lambda: _steps(model, batch, full, args.repeats))
+        return Timing(t.wall / args.repeats, t.cpu / args.repeats)
+
+    times = run_rounds({"full": lambda: side(True), "kept": lambda: side(False)}, args.rounds)
+
+    def med(name: str) -> str:
+        return (f"{statistics.median(t.wall for t in times[name]):.3f} s/step wall, "
+                f"{statistics.median(t.cpu for t in times[name]):.3f} s/step CPU")
+
+    print(f"full projection   : {med('full')} (median of {args.rounds} rounds x {args.repeats})")
+    print(f"answer positions  : {med('kept')}")
+    print(f"largest per-row loss difference {diff:.2e}")
+    print("\n".join(time_ratio_lines("speed-up full / answer positions", times["full"],
+                                     times["kept"], Goal(1.0, at_most=False))))
 
 
 if __name__ == "__main__":

@@ -12,21 +12,26 @@ for bit; forgetting varies with the order (unit conversion lost 68 points to the
 retain's seed 42 and 9 in seed 7), so the benchmark also scores retain's final adapter with the
 do-it-yourself evaluation, which must match retain's own scores example by example. Each side's
 wall-clock covers everything it does: model loading, tokenisation, training, evaluation
-(retain: also its checkpoints, per-example files and report).
+(retain: also its checkpoints, per-example files and report). Each round runs both sides back
+to back, the order alternating; the speed-up is the median of the rounds' paired ratios with an
+interval over rounds, in wall-clock and CPU time (this process and its waited-for children),
+with a verdict on the goal (benchmarks/rounds.py). Scores and parity are from round 1.
 
-    .venv/bin/python benchmarks/pipeline.py [--steps 30] [--test 24] [--tasks 4]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pipeline.py [--steps 30] [--test 24] \
+        [--tasks 4] [--rounds 6]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from rounds import Goal, Timing, measure, run_rounds, time_ratio_lines, timing_text
 
 if TYPE_CHECKING:
     from retain.config import DataConfig
@@ -35,9 +40,7 @@ LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_pro
                                                                   "o_proj"]}
 
 
-def retain_run(
-    args: argparse.Namespace, out: Path
-) -> tuple[float, dict[str, list[float]], Path]:
+def retain_run(args: argparse.Namespace, out: Path) -> tuple[dict[str, list[float]], Path]:
     from retain.config import load_config
     from retain.results.examples import ExampleResults
     from retain.train.loop import run
@@ -53,12 +56,10 @@ def retain_run(
         f"model.lora.dropout={LORA['dropout']}",
         f"model.lora.target_modules=[{','.join(LORA['target_modules'])}]",
     ])
-    start = time.perf_counter()
     result = run(config)
-    seconds = time.perf_counter() - start
     examples = ExampleResults.load(result.run_dir)
     final = {n: list(examples.get(args.tasks, n).scores) for n in examples.names()}
-    return seconds, final, result.run_dir / "adapters" / f"task_{args.tasks}"
+    return final, result.run_dir / "adapters" / f"task_{args.tasks}"
 
 
 def diy_scores_of(args: argparse.Namespace, adapter: Path) -> dict[str, list[float]]:
@@ -129,7 +130,7 @@ def _evaluate_all(model, tokenizer, stream) -> dict[str, list[float]]:
     return row
 
 
-def diy_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, list[float]]]:
+def diy_run(args: argparse.Namespace, out: Path) -> dict[str, list[float]]:
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -139,7 +140,6 @@ def diy_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, list[
     from retain.data.streams import load_stream
     from retain.models.loading import load_backbone
 
-    start = time.perf_counter()
     stream = load_stream(_data_config(args))
     model, tokenizer = load_backbone(ModelConfig(name_or_path=args.model), torch.device("cpu"))
     if tokenizer.pad_token_id is None:
@@ -163,7 +163,7 @@ def diy_run(args: argparse.Namespace, out: Path) -> tuple[float, dict[str, list[
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         Trainer(model=model, args=targs, train_dataset=data, data_collator=collator).train()
         final = _evaluate_all(model, tokenizer, stream)  # every task after every task
-    return time.perf_counter() - start, final
+    return final
 
 
 def _interval(scores: list[float]) -> tuple[float, float, float]:
@@ -183,18 +183,28 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     torch.manual_seed(0)
     out = Path(tempfile.mkdtemp(prefix="pipeline-"))
-    retain_s, retain_row, retain_adapter = retain_run(args, out)
-    diy_s, diy_row = diy_run(args, out)
+    counter = itertools.count()
+
+    def show(r: int, side: str, res: tuple[object, Timing]) -> None:
+        print(f"round {r + 1} {side:<6} {timing_text(res[1])}", flush=True)
+
+    runs = run_rounds({
+        "retain": lambda: measure(lambda: retain_run(args, out / f"retain{next(counter)}")),
+        "DIY": lambda: measure(lambda: diy_run(args, out / f"diy{next(counter)}")),
+    }, args.rounds, show)
+    (retain_row, retain_adapter), _ = runs["retain"][0]
+    diy_row, _ = runs["DIY"][0]
     parity = diy_scores_of(args, retain_adapter)
     print(f"stream: builtin, first {args.tasks} tasks; {args.steps} steps x 8 rows per task; "
           f"{args.test} test examples per task; model {args.model}")
-    print(f"retain         {retain_s:8.1f} s")
-    print(f"HF Trainer+DIY {diy_s:8.1f} s")
-    print(f"speed-up (DIY / retain wall-clock): {diy_s / retain_s:.2f}x  (target >= 3)")
-    print("final score row (after the last task), 95 % bootstrap interval over test examples:")
+    print("\n".join(time_ratio_lines("speed-up DIY / retain", [t for _, t in runs["DIY"]],
+                                     [t for _, t in runs["retain"]], Goal(3.0, at_most=False))))
+    print("final score row (after the last task, round 1), 95 % bootstrap interval over test "
+          "examples:")
     agree = True
     for name in retain_row:
         a, b = _interval(retain_row[name]), _interval(diy_row[name])

@@ -2,15 +2,17 @@
 inference cost") and training step time against `seq_lora` (target ≤ 1.15×).
 
 Both sides live in one process on the same backbone, LoRA rank, stream, seed and batches. Both
-train task 1 (plain LoRA for both, untimed); then task 2 is trained again and again, rounds
-alternating the order to spread machine noise, and the wall-clock of each whole task (loop,
+train task 1 (plain LoRA for both, untimed); then task 2 is trained again and again, each round
+training both back to back in alternating order, and the time of each whole task (loop,
 routing, consolidation, logging) is divided by its steps. For inference the plain-LoRA model
 is given ProCL's factors, so both compute the same function (the logits are checked equal) and
 only the wrapping differs: a forward of a batch (prefill) and greedy decoding of one prompt
-(per-token latency, where a per-layer Python cost would show most).
+(per-token latency, where a per-layer Python cost would show most), each a round of one call
+per side, alternating. Every ratio is the median of the rounds' paired ratios with an interval
+over rounds, in wall-clock and in CPU time, and a verdict on its goal (benchmarks/rounds.py).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/procl_cost.py [--model smollm2-135m] \
-        [--steps 10] [--rounds 3] [--batch-size 8] [--repeats 10] [--cpu-time]
+        [--steps 10] [--rounds 6] [--batch-size 8] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 
 import torch
+from rounds import Goal, Timing, run_rounds, time_ratio_lines, timed
 
 from retain.config import load_config
 from retain.train.loop import ContinualTrainer
@@ -38,34 +40,19 @@ def make_trainer(method: str, args: argparse.Namespace, out: str) -> ContinualTr
     return ContinualTrainer(config)
 
 
-CLOCK = time.perf_counter
-"""Wall-clock by default; `--cpu-time` switches to this process's CPU time, which other jobs
-on a shared machine disturb far less (single-threaded runs: OMP_NUM_THREADS=1)."""
+INFERENCE_GOAL = Goal(1.01)  # the paper's "no extra inference cost"
+TRAINING_GOAL = Goal(1.15)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = CLOCK()
-    fn()
-    return CLOCK() - start
-
-
-def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each call of each function, calls interleaved (a, b, b, a, …)."""
-    names = list(fns)
+def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[Timing]]:
+    """Timings of `repeats` paired rounds of one call of each function, after a warm-up."""
     for fn in fns.values():
-        fn()  # warm-up
-    seconds: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            seconds[name].append(timed(fns[name]))
-    return seconds
+        fn()
+    return run_rounds({name: (lambda fn=fn: timed(fn)) for name, fn in fns.items()}, repeats)
 
 
-def ratio_line(what: str, ours: list[float], base: list[float], target: str) -> str:
-    """Median ratio, and the ratio of minima (the least disturbed call on a shared machine)."""
-    med = statistics.median(ours) / statistics.median(base)
-    best = min(ours) / min(base)
-    return f"{what:<44} median {med:.3f}   min {best:.3f}   (target <= {target})"
+def per_step(timing: Timing, steps: int) -> Timing:
+    return Timing(timing.wall / steps, timing.cpu / steps)
 
 
 def factor_calls(model: torch.nn.Module, calls: int) -> Callable[[], object]:
@@ -85,31 +72,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=64, help="128 for tiny-random")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20, help="paired inference rounds")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--cpu-time", action="store_true", help="time CPU, not wall-clock")
     args = parser.parse_args()
-    global CLOCK
-    if args.cpu_time:
-        CLOCK = time.process_time
     out = tempfile.mkdtemp()
     trainers = {m: make_trainer(m, args, out) for m in ("seq_lora", "procl")}
     for trainer in trainers.values():
         trainer.train_task(0, 0, None)  # task 1: plain LoRA for both
 
     # ------------------------------------------------------------ training: task 2
-    step_seconds: dict[str, list[float]] = {m: [] for m in trainers}
-    for r in range(args.rounds):
-        order = list(trainers) if r % 2 == 0 else list(trainers)[::-1]
-        for method in order:
-            seconds = timed(lambda t=trainers[method]: t.train_task(1, 0, None)) / args.steps
-            step_seconds[method].append(seconds)
-            print(f"round {r + 1} {method:<8} task 2: {seconds:.3f} s/step")
+    def train(method: str) -> Timing:
+        return per_step(timed(lambda: trainers[method].train_task(1, 0, None)), args.steps)
+
+    def show(r: int, method: str, t: Timing) -> None:
+        print(f"round {r + 1} {method:<8} task 2: {t.wall:.3f} s/step wall, "
+              f"{t.cpu:.3f} s/step CPU", flush=True)
+
+    step = run_rounds({m: (lambda m=m: train(m)) for m in trainers}, args.rounds, show)
 
     # ------------------------------------------------------------ inference
     procl = trainers["procl"].accelerator.unwrap_model(trainers["procl"].model).eval()
@@ -141,29 +125,35 @@ def main() -> None:
     for trainer in trainers.values():
         trainer.close()
 
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
+    def med(values: list[Timing]) -> str:
+        return (f"{statistics.median(t.wall for t in values):.4f} wall, "
+                f"{statistics.median(t.cpu for t in values):.4f} CPU")
 
-    clock = "process CPU time" if args.cpu_time else "wall-clock"
+    def us(values: list[Timing]) -> str:
+        return (f"{statistics.median(t.wall for t in values) / 2e-3:.2f} wall, "
+                f"{statistics.median(t.cpu for t in values) / 2e-3:.2f} CPU")
+
     print(f"model {args.model}, LoRA r={args.rank} on q_proj/v_proj, builtin stream, "
-          f"{args.steps} steps of {args.batch_size} rows per round, {args.rounds} rounds, {clock}")
+          f"{args.steps} steps of {args.batch_size} rows per round, {args.rounds} training rounds,"
+          f" {args.repeats} inference rounds, threads {torch.get_num_threads()}")
     print(f"procl eval logits identical to plain LoRA with the same factors: {same}")
-    print(f"train s/step (median)        seq_lora {med(step_seconds['seq_lora']):.4f}"
-          f"   procl {med(step_seconds['procl']):.4f}")
+    print(f"train s/step (median)        seq_lora {med(step['seq_lora'])}"
+          f"   procl {med(step['procl'])}")
     print(f"prefill s ({args.batch_size}x{args.prompt_tokens}, median)   plain "
-          f"{med(prefill['plain LoRA']):.4f}   procl {med(prefill['procl']):.4f}")
-    print(f"decode s ({args.new_tokens} tokens, median)  plain {med(decoding['plain LoRA']):.4f}"
-          f"   procl {med(decoding['procl']):.4f}")
-    print(f"one factor call us (median)  plain {med(calls['plain LoRA']) / 2e-3:.2f}"
-          f"   procl {med(calls['procl']) / 2e-3:.2f}")
-    print(ratio_line("procl / plain LoRA inference, prefill", prefill["procl"],
-                     prefill["plain LoRA"], "1.01"))
-    print(ratio_line("procl / plain LoRA inference, decode", decoding["procl"],
-                     decoding["plain LoRA"], "1.01"))
-    print(ratio_line("procl / plain LoRA, one factor call", calls["procl"],
-                     calls["plain LoRA"], "1.01"))
-    print(ratio_line("procl / seq_lora training step", step_seconds["procl"],
-                     step_seconds["seq_lora"], "1.15"))
+          f"{med(prefill['plain LoRA'])}   procl {med(prefill['procl'])}")
+    print(f"decode s ({args.new_tokens} tokens, median)  plain {med(decoding['plain LoRA'])}"
+          f"   procl {med(decoding['procl'])}")
+    print(f"one factor call us (median)  plain {us(calls['plain LoRA'])}"
+          f"   procl {us(calls['procl'])}")
+    lines = time_ratio_lines("procl / plain LoRA inference, prefill", prefill["procl"],
+                             prefill["plain LoRA"], INFERENCE_GOAL)
+    lines += time_ratio_lines("procl / plain LoRA inference, decode", decoding["procl"],
+                              decoding["plain LoRA"], INFERENCE_GOAL)
+    lines += time_ratio_lines("procl / plain LoRA, one factor call", calls["procl"],
+                              calls["plain LoRA"], INFERENCE_GOAL)
+    lines += time_ratio_lines("procl / seq_lora training step", step["procl"],
+                              step["seq_lora"], TRAINING_GOAL)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

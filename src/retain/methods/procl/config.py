@@ -32,6 +32,9 @@ class ProCLConfig(Section):
     at s = 0 against 1.67 for sequential LoRA, and `ap` fell to 10.0 (sequential 45.0); at
     s = −3 ProCL's `ap` was 47.5 and the recipe `mssr+gere+procl` 60.0 (61.7 at s = −6, 20.8 at
     s = 0; 48-token general rows). `gate_init: 0` restores the paper's initialisation.
+
+    The `*_paper*` method names set `gate_init`, `factors`, `adapter_mlp`, `consolidate_every`
+    and `pooling` to the reference's values (`PAPER`), whatever this section says.
     """
 
     slots: int = Field(4, gt=0, description="N: slots the program memory M is split into")

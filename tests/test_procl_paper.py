@@ -1,14 +1,17 @@
 """`procl_paper`: ProCL as its reference code runs, against a re-implementation of that code's
 computation on identical tensors (docs/methods/procl.md, "Paper mode").
 
-The reference is thaihungle/ProCL, `run_qa.py` at commit 536e502b (read, not copied):
-class `ProCLLinear` (its `forward`: a pending consolidation target is blended into the weight
+The reference is thaihungle/ProCL, `run_qa.py` at commit 536e502b (read, not copied; line
+numbers counted from the stored text, about ±2): class `ProCLLinear` (about lines 247-335;
+its `forward` from about 303: a pending consolidation target is blended into the weight
 as `W ← (1 − λ)·W + λ·T` with λ = 0.9 at the start of every forward, training or not; in
 training the router reads `x.mean(dim=1)` over every position, padding included; the slot gates
 `program_scale` start at zeros; `W_exec = σ(γ)·W_orig + Σ α P`; the detached `W_exec` becomes
 the next pending target every forward (`update_period` 1); the output goes through the
-`AdapterMLP`), `replace_lora_modules` (on a decoder both `lora_A.default` and `lora_B.default`
-are replaced) and the argparse defaults in `main` (N 4, d_key 16, λ 0.9, γ −1: learned).
+`AdapterMLP`, about 174-184), `replace_lora_modules` (from about 338; on a decoder both
+`lora_A.default` and `lora_B.default` are replaced) and the argparse defaults in `main`
+(N 4, d_key 16, λ 0.9, γ −1: learned); `run_sequence.sh` trains and evaluates each task in one
+process, so evaluation runs with the MLP.
 """
 
 from __future__ import annotations

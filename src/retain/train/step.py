@@ -11,7 +11,8 @@ General-text rows (`task_of` -1, added by GeRe) form a loss group of their own, 
 the step's loss is `(n_task/n) · CE_task + (n_general/n) · CE_general (+ the general rows'
 share of w · L_aux)`, each CE a token mean over its own rows and n counting the step's rows.
 Decision: the groups' token means are taken over the whole step (not each micro-batch), as the
-task loss always was, so gradient accumulation still equals one big batch. A step without
+task loss always was, so gradient accumulation still equals one big batch (except where a
+plugin asks for the reference's per-micro-batch means, `Plugin.ce_per_micro_batch`). A step without
 general rows computes exactly what it did before (same operations, bit for bit).
 """
 

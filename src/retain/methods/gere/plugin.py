@@ -7,11 +7,7 @@
 | `gere_kl` | KL(p_base ‖ p_current), T = 2                                        |
 | `gere_l1` | mean |h − h⁰| of the final hidden states                             |
 | `gere_l2` | mean (h − h⁰)² of the final hidden states                             |
-| `gere_paper` | `tm`, weighted as the reference code does (below)                 |
-
-`gere_paper` (docs/methods/gere.md, "Paper mode"): `concat` mixing, w = dy with the
-reference's numerator (the mean of the micro-batch's task-row and general-row CE), and every
-micro-batch weighted alike (`ce_per_micro_batch`), not each row by its share of the step.
+| `gere_paper` | `tm` weighted as the reference code does (docs/methods/gere.md, "Paper mode") |
 
 Hook use: `on_stream_start` builds the replay set, adds its rows to the sample store
 (`task_of` −1) and runs the untouched model over them once (thresholds and the compact state
@@ -265,11 +261,11 @@ class GeneralReplayPlugin(Plugin):
         counts = outputs.answer_tokens[general]
         ce = (outputs.per_sample_loss[general] * counts).sum() / counts.sum().clamp(min=1)
         aux, violations = self._aux(ctx, batch, outputs, general, rows, mask)
-        if self.paper:  # the reference's numerator: the micro-batch's CE, task rows included
-            ce_task = token_mean(outputs.per_sample_loss, outputs.answer_tokens, ~general)
-            value, w = weighted(aux, paper_numerator(ce, ce_task), self.weight)
-        else:
-            value, w = weighted(aux, ce, self.weight)
+        numerator = ce  # dy's; in paper mode the micro-batch's CE, its task rows' included
+        if self.paper:
+            task_ce = token_mean(outputs.per_sample_loss, outputs.answer_tokens, ~general)
+            numerator = paper_numerator(ce, task_ce)
+        value, w = weighted(aux, numerator, self.weight)
         self._log(ctx, aux, w, ce, violations)
         return {name: value}
 

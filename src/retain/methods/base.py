@@ -195,6 +195,12 @@ class Plugin:
     by those rows' share of the step's rows, as if each such row carried it alone (GeRe's
     per-row semantics, docs/methods/gere.md)."""
 
+    ce_per_micro_batch: bool = False
+    """True: the step's CE is taken per micro-batch, as HF Trainer and GeRe's reference code
+    take it (`gere_paper`): each micro-batch's loss is the mean of its task rows' and its
+    general rows' token-mean CE (of the groups it holds), averaged over the step's
+    micro-batches; otherwise the token means are over the whole step (train/step.py)."""
+
     def __init__(self, config: RunConfig) -> None:
         self.config = config
 

@@ -11,7 +11,8 @@ General-text rows (`task_of` -1, added by GeRe) form a loss group of their own, 
 the step's loss is `(n_task/n) · CE_task + (n_general/n) · CE_general (+ the general rows'
 share of w · L_aux)`, each CE a token mean over its own rows and n counting the step's rows.
 Decision: the groups' token means are taken over the whole step (not each micro-batch), as the
-task loss always was, so gradient accumulation still equals one big batch. A step without
+task loss always was, so gradient accumulation still equals one big batch (except where a
+plugin asks for the reference's per-micro-batch means, `Plugin.ce_per_micro_batch`). A step without
 general rows computes exactly what it did before (same operations, bit for bit).
 """
 
@@ -116,6 +117,23 @@ def group_losses(
     }
 
 
+def micro_batch_losses(
+    nll_sum: torch.Tensor, counts: torch.Tensor, batch: Batch, scales: LossScales
+) -> dict[str, torch.Tensor]:
+    """`Plugin.ce_per_micro_batch` (GeRe's reference, docs/methods/gere.md "Paper mode"): the
+    micro-batch's loss is the mean of the token-mean CE of its task rows and of its general
+    rows (the groups it holds), over the step's micro-batches; no `world` factor, since DDP
+    averages the ranks' gradients as HF Trainer's does. Both names are always present."""
+    general = (batch.task_ids < 0).to(nll_sum.device)
+    groups = {"task": ~general, "general_lm": general}
+    present = sum(1 for rows in groups.values() if bool(rows.any()))
+    share = 1.0 / (max(present, 1) * scales.micro_batches)
+    return {
+        name: nll_sum[rows].sum() / counts[rows].sum().clamp(min=1) * share
+        for name, rows in groups.items()
+    }
+
+
 def accumulate_gradients(
     trainer: ContinualTrainer, batches: list[Batch], scales: LossScales, lossers: list[Plugin]
 ) -> tuple[dict[str, Any], list[tuple[Batch, StepOutputs]]]:
@@ -125,6 +143,7 @@ def accumulate_gradients(
     world = accelerator.num_processes
     step_losses: dict[str, Any] = {}
     micro: list[tuple[Batch, StepOutputs]] = []
+    per_micro_batch = any(p.ce_per_micro_batch for p in lossers)
     for m, batch in enumerate(batches):
         batch = batch.to(trainer.device)
         sync = m == len(batches) - 1
@@ -133,7 +152,10 @@ def accumulate_gradients(
                 outputs, nll_sum = forward(
                     model, batch, trainer.hidden_source, trainer.full_logits
                 )
-                parts = group_losses(nll_sum, batch, scales)
+                if per_micro_batch:
+                    parts = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
+                else:
+                    parts = group_losses(nll_sum, batch, scales)
                 loss = parts["task"]
                 if "general_lm" in parts:
                     loss = loss + parts["general_lm"]

@@ -20,11 +20,12 @@ def build(config: RunConfig, method: str) -> Plugin | None:
 
 METHODS = (
     MethodSpec(
-        names=("gere", "gere_lm", "gere_kl", "gere_l1", "gere_l2"),
+        names=("gere", "gere_lm", "gere_kl", "gere_l1", "gere_l2", "gere_paper"),
         family="general replay",
         build=build,
         sections={"general": GeneralReplayConfig},
         summary="`gere` takes `general.loss` (default `tm`, the method); `gere_<loss>` fixes "
-        "the loss, for the paper's comparison baselines",
+        "the loss, for the paper's comparison baselines; `gere_paper` weights TM as the "
+        "reference code does (concat, w = dy over the micro-batch's mean CE, per micro-batch)",
     ),
 )

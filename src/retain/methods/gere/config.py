@@ -82,3 +82,14 @@ class GeneralReplayConfig(Section):
         description="rows per forward when the base model's targets are computed; null: "
         "train.batch_size (the training forward's shape)",
     )
+
+
+PAPER: dict[str, str] = {"loss": "tm", "weight": "dy", "mixing": "concat"}
+"""What `gere_paper` sets, whatever the `general:` section says (docs/methods/gere.md, "Paper
+mode"); it also weights the step per micro-batch as the reference code does
+(`Plugin.ce_per_micro_batch`). The set itself (source, size, max_tokens) is the section's."""
+
+
+def paper_settings(cfg: GeneralReplayConfig) -> GeneralReplayConfig:
+    """`cfg` with the reference code's loss, weight and mixing (`PAPER`) in place of ours."""
+    return cfg.model_copy(update=PAPER)

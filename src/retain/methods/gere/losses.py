@@ -111,3 +111,20 @@ def weighted(
         return torch.zeros((), device=aux.device), 0.0
     w = float(ce.detach()) / (value + EPS)
     return aux * w, w
+
+
+def token_mean(
+    per_row: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor | None:
+    """Token-mean CE of the selected `rows` from per-row means and token counts; None if no
+    row is selected."""
+    if not bool(rows.any()):
+        return None
+    counts = tokens[rows]
+    return (per_row[rows] * counts).sum() / counts.sum().clamp(min=1)
+
+
+def paper_numerator(ce_general: torch.Tensor, ce_task: torch.Tensor | None) -> torch.Tensor:
+    """What `dy` equates w·L_TM with in `gere_paper`: the micro-batch's CE as the reference
+    code takes it, (CE_task + CE_general)/2 where it holds task rows, else CE_general."""
+    return ce_general if ce_task is None else (ce_general + ce_task) / 2

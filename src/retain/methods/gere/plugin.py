@@ -7,6 +7,7 @@
 | `gere_kl` | KL(p_base ‖ p_current), T = 2                                        |
 | `gere_l1` | mean |h − h⁰| of the final hidden states                             |
 | `gere_l2` | mean (h − h⁰)² of the final hidden states                             |
+| `gere_paper` | `tm` weighted as the reference code does (docs/methods/gere.md, "Paper mode") |
 
 Hook use: `on_stream_start` builds the replay set, adds its rows to the sample store
 (`task_of` −1) and runs the untouched model over them once (thresholds and the compact state
@@ -31,11 +32,14 @@ from retain.config import ConfigError, RunConfig
 from retain.data.encoding import Batch, BatchPlan
 from retain.methods.base import Context, Plugin, StepOutputs
 from retain.methods.gere.base_pass import run_base_pass
+from retain.methods.gere.config import paper_settings
 from retain.methods.gere.losses import (
     feature_distance,
     kl_loss,
     kl_loss_topk,
+    paper_numerator,
     tm_loss,
+    token_mean,
     weighted,
 )
 from retain.methods.gere.replay_set import ReplaySet, build_replay_set
@@ -61,9 +65,13 @@ class GeneralReplayPlugin(Plugin):
         super().__init__(config)
         if method not in GENERAL_REPLAY_METHODS:
             raise ValueError(f"{method!r} is no general replay method: {GENERAL_REPLAY_METHODS}")
-        cfg = config.general
+        self.paper = method == "gere_paper"
+        cfg = paper_settings(config.general) if self.paper else config.general
         self.name = method
-        self.loss = cfg.loss if method == "gere" else method.removeprefix("gere_")
+        self.loss = cfg.loss if method in ("gere", "gere_paper") else method.removeprefix("gere_")
+        if self.paper:  # the reference's weighting: per micro-batch, not per row
+            self.loss_weighting = "micro_batch"
+            self.ce_per_micro_batch = True
         self.weight: float | str = 0.0 if self.loss == "lm" else cfg.weight
         self.needs_hidden_states = self.loss in ("tm", "l1", "l2")
         self.needs_logits = self.loss == "kl"
@@ -253,7 +261,11 @@ class GeneralReplayPlugin(Plugin):
         counts = outputs.answer_tokens[general]
         ce = (outputs.per_sample_loss[general] * counts).sum() / counts.sum().clamp(min=1)
         aux, violations = self._aux(ctx, batch, outputs, general, rows, mask)
-        value, w = weighted(aux, ce, self.weight)
+        numerator = ce  # dy's; in paper mode the micro-batch's CE, its task rows' included
+        if self.paper:
+            task_ce = token_mean(outputs.per_sample_loss, outputs.answer_tokens, ~general)
+            numerator = paper_numerator(ce, task_ce)
+        value, w = weighted(aux, numerator, self.weight)
         self._log(ctx, aux, w, ce, violations)
         return {name: value}
 

@@ -28,12 +28,19 @@ METHODS = (
             "procl_no_consolidation",
             "procl_random_routing",
             "procl_uniform_routing",
+            "seq_lora_paper",
+            "procl_paper",
+            "procl_paper_no_w_orig",
+            "procl_paper_no_consolidation",
+            "procl_paper_random_routing",
+            "procl_paper_uniform_routing",
         ),
         family="adapter",
         build=build,
         sections={"procl": ProCLConfig},
         summary="`procl_<ablation>` are the paper's ablations; `seq_lora` is one LoRA through "
-        "all tasks",
+        "all tasks; `*_paper*` run them as the reference code does (gates 0, both factors, "
+        "adapter MLP, consolidation per micro-batch, pooling over all positions)",
         needs_lora=True,
     ),
 )

@@ -32,6 +32,9 @@ class ProCLConfig(Section):
     at s = 0 against 1.67 for sequential LoRA, and `ap` fell to 10.0 (sequential 45.0); at
     s = −3 ProCL's `ap` was 47.5 and the recipe `mssr+gere+procl` 60.0 (61.7 at s = −6, 20.8 at
     s = 0; 48-token general rows). `gate_init: 0` restores the paper's initialisation.
+
+    The `*_paper*` method names set `gate_init`, `factors`, `adapter_mlp`, `consolidate_every`
+    and `pooling` to the reference's values (`PAPER`), whatever this section says.
     """
 
     slots: int = Field(4, gt=0, description="N: slots the program memory M is split into")
@@ -59,3 +62,32 @@ class ProCLConfig(Section):
         "re-initialised each task; also for seq_lora); makes adapters unmergeable",
     )
     mlp_hidden: int = Field(128, gt=0, description="hidden width of adapter_mlp")
+    consolidate_every: Literal["step", "micro_batch"] = Field(
+        "step",
+        description="when M is consolidated: after every optimizer step (from its last "
+        "micro-batch), or after every training micro-batch as the reference code does "
+        "(one process only)",
+    )
+    pooling: Literal["real_tokens", "all"] = Field(
+        "real_tokens",
+        description="what the router's mean pools over: real tokens (attention mask), or "
+        "every position, padding included, as the reference code does",
+    )
+
+
+PAPER = {
+    "gate_init": 0.0,
+    "factors": ["lora_A", "lora_B"],
+    "adapter_mlp": True,
+    "consolidate_every": "micro_batch",
+    "pooling": "all",
+}
+"""What `procl_paper` (and `procl_paper_<ablation>`, `seq_lora_paper`) set, whatever the
+`procl:` section says: the reference code's behaviour on decoders (docs/methods/procl.md,
+"Paper mode"). The other keys (slots, key_dim, temperature, consolidation, mlp_hidden) already
+default to the reference's values and are read from the section."""
+
+
+def paper_settings(cfg: ProCLConfig) -> ProCLConfig:
+    """`cfg` with the reference code's five settings (`PAPER`) in place of ours."""
+    return cfg.model_copy(update={**PAPER, "factors": list(PAPER["factors"])})

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retain.methods.procl.config import ProCLConfig
-from retain.methods.procl.program import FactorProgram, pooling_weights
+from retain.methods.procl.program import FactorProgram, consolidate, pooling_weights
 
 RANDOM_ROUTING_TAG = 0x524F5554
 """Seed stream of the random-routing ablation (with the run seed, the step and the factor)."""
@@ -29,8 +29,9 @@ class RoutingState:
     """What the wrappers need from the forward being run: the batch's attention mask (handed
     over by a forward pre-hook on the model) and the optimizer step (random routing)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, all_positions: bool = False) -> None:
         self.seed = seed
+        self.all_positions = all_positions  # `procl.pooling: all`: the mask is ignored
         self.step = 0
         self.mask: torch.Tensor | None = None
         self._weights: torch.Tensor | None = None
@@ -40,7 +41,7 @@ class RoutingState:
 
     def pooling(self, dtype: torch.dtype) -> torch.Tensor | None:
         """The mask's pooling weights, computed once per forward for all factors."""
-        if self.mask is None:
+        if self.mask is None or self.all_positions:
             return None
         if self._weights is None or self._weights.dtype != dtype:
             self._weights = pooling_weights(self.mask, dtype)
@@ -72,6 +73,11 @@ class ProgramFactor(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         program: FactorProgram = self.__dict__["program"]
         if self.training and program.active:
+            if program.pending is not None and program.each_forward and torch.is_grad_enabled():
+                # `consolidate_every: micro_batch`: the previous micro-batch's T, before this
+                # forward reads M (the reference's order); the last one waits for after_step
+                consolidate(self.weight, program.pending, program.consolidation)
+                program.pending = None
             routing: RoutingState = self.__dict__["routing"]
             generator = routing.generator(self.index) if program.routing == "random" else None
             weight = program.executing(self.weight, x, routing.pooling(x.dtype), generator)
@@ -156,6 +162,8 @@ def wrap_lora_factors(
                 dtype=base.weight.dtype,
                 gate_init=cfg.gate_init,
             ).to(base.weight.device)
+            program.consolidation = cfg.consolidation
+            program.each_forward = cfg.consolidate_every == "micro_batch"
             holder[factor.removeprefix("lora_")] = program
             wrapper = ProgramFactor(base, program, routing, len(wrapped))
             wrapper.train(base.training)

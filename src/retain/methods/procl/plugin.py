@@ -9,6 +9,10 @@
 | `procl_uniform_routing`  | 1/N for every head and slot        | γ = σ(g) | every step    |
 | `seq_lora`               | plain LoRA through all tasks (a plugin only for `adapter_mlp`)   |
 
+`procl_paper`, `procl_paper_<ablation>` and `seq_lora_paper` are the same with the reference
+code's settings (`config.PAPER`: gates at 0, both factors, the adapter MLP, consolidation per
+micro-batch, pooling over every position) in place of the `procl:` section's.
+
 Hook use: `wrap_model` wraps the LoRA factors and creates every parameter (router, keys, gates,
 γ logit, MLP) once; `on_task_start` rebuilds the programs from task 2 on; `after_step`
 consolidates M; `export_adapter` writes the standard PEFT adapter (M is the factor).
@@ -16,7 +20,7 @@ consolidates M; `export_adapter` writes the standard PEFT adapter (M is the fact
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +29,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from retain.config import RunConfig
+from retain.config import ConfigError, RunConfig
 from retain.data.encoding import Batch
 from retain.methods.base import Context, Plugin, StepOutputs
+from retain.methods.procl.config import ProCLConfig, paper_settings
 from retain.methods.procl.layer import (
     RoutingState,
     WrappedFactor,
@@ -53,9 +58,10 @@ class Variant:
     routing: Routing = "learned"
     w_orig: bool = True
     consolidation: bool = True
+    paper: bool = False  # the reference code's settings (config.PAPER)
 
 
-VARIANTS: dict[str, Variant] = {
+_OURS: dict[str, Variant] = {
     "seq_lora": Variant(programs=False),
     "procl": Variant(),
     "procl_no_w_orig": Variant(w_orig=False),
@@ -63,6 +69,22 @@ VARIANTS: dict[str, Variant] = {
     "procl_random_routing": Variant(routing="random"),
     "procl_uniform_routing": Variant(routing="uniform"),
 }
+VARIANTS: dict[str, Variant] = {
+    **_OURS,
+    "seq_lora_paper": replace(_OURS["seq_lora"], paper=True),
+    **{
+        name.replace("procl", "procl_paper", 1): replace(v, paper=True)
+        for name, v in _OURS.items()
+        if name.startswith("procl")
+    },
+}
+"""Every method name of the package: ours, and each in paper mode (`*_paper*`)."""
+
+
+def settings(config: RunConfig, method: str) -> ProCLConfig:
+    """The `procl:` settings `method` runs with: the section, or in paper mode the section with
+    the reference code's five settings (`config.PAPER`) in their place."""
+    return paper_settings(config.procl) if VARIANTS[method].paper else config.procl
 
 
 class ProCLPlugin(Plugin):
@@ -88,7 +110,10 @@ class ProCLPlugin(Plugin):
             raise ValueError(f"{method!r} is not a ProCL method; allowed: {', '.join(VARIANTS)}")
         self.name = method
         self.variant = VARIANTS[method]
-        self.routing = RoutingState(seed=config.seed)
+        self.settings = settings(config, method)
+        self.routing = RoutingState(
+            seed=config.seed, all_positions=self.settings.pooling == "all"
+        )
         self.factors: list[WrappedFactor] = []
         self.task_index = -1
         self.in_task = False
@@ -116,9 +141,13 @@ class ProCLPlugin(Plugin):
 
     # ---------------------------------------------------------------- hooks
     def wrap_model(self, ctx: Context, model: nn.Module) -> nn.Module:
-        self.factors = wrap_lora_factors(
-            model, self.config.procl, self.variant.programs, self.routing
-        )
+        if self.settings.consolidate_every == "micro_batch" and ctx.processes > 1:
+            raise ConfigError(
+                f"{self.name}: consolidation per micro-batch (procl.consolidate_every: "
+                f"micro_batch{', set by paper mode' if self.variant.paper else ''}) runs in one "
+                f"process only; this run has {ctx.processes}"
+            )
+        self.factors = wrap_lora_factors(model, self.settings, self.variant.programs, self.routing)
         install_mask_hook(model, self.routing, lambda: ctx.global_step)
         self._set_mode(-1)
         return model
@@ -139,7 +168,9 @@ class ProCLPlugin(Plugin):
 
     def after_step(self, ctx: Context, batch: Batch, outputs: StepOutputs) -> None:
         """Consolidate once per optimizer step (the first call after it; later micro-batch
-        calls find nothing pending)."""
+        calls find nothing pending). With `consolidate_every: micro_batch` the earlier
+        micro-batches' T were applied by the forwards that followed them (layer.py), and this
+        applies the last one, as the reference's next forward would."""
         self._consolidate(ctx)
 
     def on_task_end(self, ctx: Context, task: Task) -> None:
@@ -154,7 +185,7 @@ class ProCLPlugin(Plugin):
             return
         targets = [f.program.pending for f in pending]
         targets = ctx.reduce(targets, "mean")  # type: ignore[arg-type]
-        c = self.config.procl.consolidation
+        c = self.settings.consolidation
         for f, target in zip(pending, targets, strict=True):
             consolidate(f.memory, target, c)
             f.program.pending = None
@@ -249,8 +280,8 @@ def build_adapter_plugin(config: RunConfig, method: str) -> Plugin | None:
     if method not in VARIANTS:
         raise ValueError(f"{method!r} is not a ProCL method; allowed: {', '.join(VARIANTS)}")
     if method == "seq_lora" and not config.procl.adapter_mlp:
-        return None
+        return None  # seq_lora_paper has the reference's MLP, so it always has a plugin
     return ProCLPlugin(config, method)
 
 
-__all__ = ["VARIANTS", "ProCLPlugin", "build_adapter_plugin"]
+__all__ = ["VARIANTS", "ProCLPlugin", "build_adapter_plugin", "settings"]

@@ -182,6 +182,8 @@ class FactorProgram(nn.Module):
         self.routing: Routing = "learned"
         self.fixed_gamma: float | None = None  # no_w_orig: γ = 0
         self.record = True  # keep T for consolidation
+        self.consolidation = 0.1  # c of `consolidate` (procl.consolidation)
+        self.each_forward = False  # consolidate before every training forward (micro_batch)
         self.pending: torch.Tensor | None = None
 
     @property

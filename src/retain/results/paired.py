@@ -3,9 +3,12 @@
 A difference between two runs is judged against the noise of the test set it was measured on.
 Runs scored on the very same test examples are compared with a paired bootstrap (one draw of
 examples shared by both runs), which cancels the difficulty of the examples themselves and is
-far tighter than comparing two separate intervals. Runs on other tasks or other example sets
-cannot be paired; the page then says why instead of printing a number. Runs that differ only
-in `seed` are also summarised as mean ± t-interval over seeds.
+far tighter than comparing two separate intervals; the interval comes from `eval/stats.py`, as
+in `retain bench`, so one pair gets one interval everywhere. It covers the test examples,
+conditional on the two runs' training seeds. Several runs against one baseline are a family:
+`ap` is Holm-adjusted across them, every other difference Benjamini–Hochberg-adjusted. Runs on
+other tasks or other example sets cannot be paired; the page then says why instead of printing
+a number. Runs that differ only in `seed` are also summarised as mean ± t-interval over seeds.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from retain.eval.seeds import SeedSummary, combine_seeds
-from retain.eval.uncertainty import Difference, paired_difference
+from retain.eval.stats import Estimate, adjust
+from retain.eval.uncertainty import Difference, as_difference, paired_estimates
 from retain.results.examples import EXAMPLES_FILE
 from retain.results.view import HEADLINE, RATIO_METRICS, RunView, higher_is_better, scale
 
@@ -30,23 +34,44 @@ class Pairing:
     reason: str | None = None
 
 
+def pair_all(runs: Sequence[RunView]) -> list[Pairing | None]:
+    """Each later run against the first, significance adjusted across the family (None for
+    the baseline itself)."""
+    raw = [_estimates(r, runs[0]) for r in runs[1:]]
+    table = {str(k): est for k, est in enumerate(raw) if isinstance(est, dict)}
+    adjusted = adjust(table, "ap")
+    out: list[Pairing | None] = [None]
+    for k, est in enumerate(raw):
+        if isinstance(est, str):
+            out.append(Pairing(None, est))
+        else:
+            diffs = adjusted[str(k)]
+            out.append(Pairing({n: _scaled(n, as_difference(d)) for n, d in diffs.items()}))
+    return out
+
+
 def pair(run: RunView, baseline: RunView) -> Pairing:
-    """Paired bootstrap of `run − baseline` over their shared test examples."""
+    """Paired bootstrap of `run − baseline` over their shared test examples (a family of one:
+    `ap` unadjusted, the other metrics Benjamini–Hochberg-adjusted)."""
+    return pair_all([baseline, run])[1]  # type: ignore[return-value]
+
+
+def _estimates(run: RunView, baseline: RunView) -> dict[str, Estimate | None] | str:
+    """The paired estimates of `run − baseline`, or why there are none."""
     if run.tasks != baseline.tasks:
-        return Pairing(None, "different tasks (or task order) than the baseline")
+        return "different tasks (or task order) than the baseline"
     if run.general != baseline.general:
-        return Pairing(None, "different general benchmarks than the baseline")
+        return "different general benchmarks than the baseline"
     missing = [r.name for r in (baseline, run) if r.examples is None]
     if missing:
-        return Pairing(None, f"no {EXAMPLES_FILE} in {', '.join(missing)}")
+        return f"no {EXAMPLES_FILE} in {', '.join(missing)}"
     assert run.examples is not None and baseline.examples is not None
     try:
-        raw = paired_difference(
+        return paired_estimates(
             run.examples, baseline.examples, run.tasks, run.general, N_RESAMPLES, SEED
         )
     except ValueError as exc:
-        return Pairing(None, str(exc))
-    return Pairing({name: _scaled(name, d) for name, d in raw.items()})
+        return str(exc)
 
 
 def _scaled(name: str, diff: Difference | None) -> Difference | None:

@@ -34,6 +34,8 @@ def test_crossed_estimator_removes_the_flips_counted_twice() -> None:
     assert est.se == pytest.approx(4 / 3)
     assert est.seed_sd == pytest.approx(math.sqrt(32 / 9))
     assert est.components == pytest.approx((32 / 9, 4 / 9, 4 / 9))
+    low_spread = estimate([1.9, 2.0, 2.1], reps)  # S² = 0.01 < the flips: σ²_seed shown as 0
+    assert low_spread.seed_sd == 0.0 and low_spread.components[0] == pytest.approx(0.01 - 4 / 9)
     df = (16 / 9) ** 2 / ((4 / 3) ** 2 / 2 + (4 / 9) ** 2 / 1)
     assert est.df == pytest.approx(df)
     half = t_quantile(0.95, df) * 4 / 3

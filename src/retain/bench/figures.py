@@ -127,7 +127,8 @@ def write_figures(summary: BenchSummary, out_dir: Path) -> list[tuple[str, str]]
         made.append(("bench_matrices.png", "score matrices, mean over seeds, one colour scale"))
     curves = [c for m in summary.methods if (c := stage_curve(summary, m)) is not None]
     if curves:
-        save(figures.stage_curves_figure(curves), out_dir / "bench_ap_per_stage.png")
+        save(figures.stage_curves_figure(curves, "95 % t-interval over seeds"),
+             out_dir / "bench_ap_per_stage.png")
         band = ("shaded: 95 % t-interval over training seeds (the tables' intervals also count "
                 "the test examples)" if len(summary.seeds) > 1 else "one seed: no band")
         made.append(("bench_ap_per_stage.png", f"ap_per_stage, mean over seeds; {band}"))

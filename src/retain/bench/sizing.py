@@ -64,14 +64,16 @@ def power(c: Components, k: int, n: int, delta: float, alpha: float) -> float:
 def smallest_n(
     c: Components, k: int, delta: float, alpha: float, target: float = 0.8
 ) -> int | None:
-    """The fewest test examples per task (≥ 2, on a 2 % grid) reaching `target` power at k
-    seeds, or None when no n up to N_MAX does. A scan, not a bisection: power need not grow
-    with n, since the Satterthwaite df falls towards k − 1 as the seed term takes over."""
-    n = 2
+    """The fewest test examples per task (≥ 2) reaching `target` power at k seeds, or None
+    when no n up to N_MAX does. A scan (2 % steps, then one by one), not a bisection: power
+    need not grow with n, since the Satterthwaite df falls towards k − 1 as the seed term
+    takes over."""
+    prev, n = 1, 2
     while n <= N_MAX:
         if power(c, k, n, delta, alpha) >= target:
-            return n
-        n = max(n + 1, math.ceil(n * 1.02))
+            return next(m for m in range(prev + 1, n + 1)
+                        if power(c, k, m, delta, alpha) >= target)  # fmt: skip
+        prev, n = n, max(n + 1, math.ceil(n * 1.02))
     return None
 
 
@@ -92,7 +94,7 @@ def pilot_components(summary: BenchSummary, metric: str = PRIMARY) -> tuple[Comp
         )
     seed, ex, sx = (sum(c[j] for c in found) / len(found) for j in range(3))
     tasks = len(next(iter(summary.runs.values())).tasks)
-    return Components(seed, ex * n0, sx * n0, tasks), n0
+    return Components(max(0.0, seed), ex * n0, sx * n0, tasks), n0
 
 
 def _examples_per_task(summary: BenchSummary) -> int:

@@ -133,7 +133,8 @@ class Estimate:
     """'holm', 'bh' or None: the multiplicity control `significant` reflects."""
     components: tuple[float, float, float] | None = None
     """(σ²_seed, σ²_ex/n, σ²_seed×example/n) at this bench's n per task, for ≥ 2 seeds on
-    shared examples: what `retain size` plans a study from."""
+    shared examples: what `retain size` plans a study from. σ²_seed = S² − σ²_sx/n here is
+    not truncated at 0 (averages over methods or pilots stay unbiased); `seed_sd` is."""
 
     @property
     def scope(self) -> str:
@@ -199,7 +200,7 @@ def estimate(
             var = spread + example
             parts = spread**2 / (k - 1) + example**2 / df_ex
             df = var**2 / parts if parts > 0 else df_ex
-            components = (seed_var, example, flips)
+            components = ((s2 or 0.0) - flips, example, flips)
         else:
             seed_var = max(0.0, (s2 or 0.0) - v_one)
             var, df = (s2 or 0.0) / k, float(k - 1)

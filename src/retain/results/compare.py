@@ -258,10 +258,12 @@ def _figures(
     ]
     if curves:
         figures.save(figures.stage_curves_figure(curves), out_dir / "comparison_curves.png")
-        out.append(("comparison_curves.png", "ap_per_stage of each run, shaded: 95 % CI"))
+        out.append(("comparison_curves.png", "ap_per_stage of each run, shaded: its 95 % "
+                    f"interval {ONE_SEED}"))
     bars = [[(r.value(n), *r.bounds(n)) for n in BAR_METRICS] for r in runs]
     figures.save(figures.metrics_bar_figure(BAR_METRICS, labels, bars), out_dir / "comparison.png")
-    out.append(("comparison.png", ", ".join(BAR_METRICS) + " per run, whiskers: 95 % CI"))
+    out.append(("comparison.png", ", ".join(BAR_METRICS) + f" per run, whiskers: 95 % interval "
+                f"{ONE_SEED}"))
     return out
 
 

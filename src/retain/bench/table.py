@@ -69,10 +69,10 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def interval_caption(summary: BenchSummary) -> str:
     """What every interval of the bench covers, with the plug-in caveat."""
     k = max((len(v) for v in summary.per_seed.values()), default=len(summary.seeds))
-    text = (f"Each cell: mean over seeds with its 95 % interval {scope_text(k)}"
-            + (" (crossed seed × example estimator, Satterthwaite df, small-n corrected)."
-               if k > 1 else " (t interval, small-n corrected); it says nothing about other "
-               "seeds."))
+    text = (f"Each cell: mean over seeds with its 95 % interval {scope_text(k)} (crossed "
+            "seed × example estimator, Satterthwaite df, small-n corrected)." if k > 1 else
+            f"One seed. Each cell: the run's value with its 95 % interval {scope_text(k)} (t "
+            "interval, small-n corrected); it says nothing about other seeds.")
     return text + (" forgetting_max (cross-fit) is the headline; the papers' plug-in is shown "
                    "beside it as a point value: a max over noisy scores, biased upward at "
                    "small n. gap_closed is descriptive (no test).")
@@ -161,8 +161,9 @@ def summary_lines(summary: BenchSummary) -> list[str]:
     for m in summary.methods:
         cells = "".join(f"{estimate_text(summary.quality[m].get(n), n):>26}" for n in names)
         lines.append(f"{m:<{width}}{cells}")
-    lines.append(f"(mean over {len(summary.seeds)} seed(s); 95 % interval "
-                 f"{scope_text(len(summary.seeds))}; forgetting_max_xfit: cross-fitted)")
+    k = len(summary.seeds)
+    lines.append(f"({f'mean over {k} seeds' if k > 1 else 'one seed'}; 95 % interval "
+                 f"{scope_text(k)}; forgetting_max_xfit: cross-fitted)")
     if summary.differences:
         lines.append(f"paired difference against {BASELINE} (* = significant; {PRIMARY}: Holm "
                      "across methods, others: Benjamini–Hochberg):")

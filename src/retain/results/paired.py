@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.seeds import SeedSummary, combine_seeds
 from retain.eval.stats import Estimate, adjust
 from retain.eval.uncertainty import Difference, as_difference, paired_estimates
@@ -117,5 +118,9 @@ def seed_groups(runs: Sequence[RunView]) -> list[SeedGroup]:
             continue
         dicts = [{name: runs[k].value(name) for name in HEADLINE} for k in members]
         clean = [{n: v for n, v in d.items() if v is not None} for d in dicts]
-        groups.append(SeedGroup(members, seeds, combine_seeds(clean)))
+        summary = combine_seeds(clean)
+        for name in PLUGIN_MAX:  # the papers' plug-in: biased at small n, a point value only
+            if name in summary:
+                summary[name] = {**summary[name], "low": None, "high": None}
+        groups.append(SeedGroup(members, seeds, summary))
     return groups

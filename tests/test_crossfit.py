@@ -26,9 +26,10 @@ def test_crossfit_by_hand() -> None:
     # on B: 60 − 40 = 20, on A: 90 − 50 = 40 → 30 (= the plug-in on the pooled halves)
     assert out["forgetting_max_xfit"][0] == pytest.approx(30.0)
     assert out["forgetting_first_xfit"][0] == pytest.approx(30.0)
-    # normalized_avg: task a's stages 0..2: best on A is stage 1 → RB 40/60; on B stage 1 →
-    # RA 50/90; task b (stage 2 only) → 1 on both halves
-    expected = ((40 / 60 + 50 / 90) / 2 + 1.0) / 2
+    # normalized_avg: task a's stages 0..2: the best on A (stage 1) scored on B is 60, the
+    # best on B (stage 1) scored on A is 90; the final scores 50 + 40 → 90 / 150; task b
+    # (stage 2 only) → 1
+    expected = (90 / 150 + 1.0) / 2
     assert out["normalized_avg_xfit"][0] == pytest.approx(expected)
 
 

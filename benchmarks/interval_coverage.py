@@ -211,7 +211,8 @@ def coverage_table(reps: int, n_draws: int, seed: int) -> list[str]:
     return lines
 
 
-def power_check(reps: int, n_draws: int, seed: int, methods: int = 5) -> list[str]:
+def power_check(reps: int, n_draws: int, seed: int, methods: int = 5,
+                power_reps: int | None = None) -> list[str]:
     """Size a +3 ap study with `bench/sizing` from pilots (3 seeds, 5 × 24, no seed effect,
     as the stored benches estimate) and check its power by simulation at that size."""
     pilot = Setting(5, 24, 3, 0.0)
@@ -224,7 +225,7 @@ def power_check(reps: int, n_draws: int, seed: int, methods: int = 5) -> list[st
         return ["power check: the planner found no size for +3 ap with up to 10 seeds"]
     k, n = min(plans, key=lambda p: p[0] * p[1])  # the fewest seed × example evaluations
     planned = Setting(5, n + n % 2, k, 0.0)
-    n_power = max(50, reps // 4)
+    n_power = power_reps or max(50, reps // 4)
     r = run_setting(planned, n_power, n_draws, seed + 99, gain=3.0, alpha=alpha)
     return [
         f"planner (pilot {pilot.label()}, components averaged over {max(50, reps // 10)} "
@@ -242,12 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resamples", type=int, default=200, help="bootstrap draws per replicate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-power", action="store_true", help="skip the planner's power check")
+    ap.add_argument("--no-coverage", action="store_true", help="only the power check")
+    ap.add_argument("--power-replicates", type=int, default=None,
+                    help="replicates at the planned size (default: replicates / 4)")
     args = ap.parse_args(argv)
     start = time.process_time()
-    for line in coverage_table(args.replicates, args.resamples, args.seed):
-        print(line, flush=True)
+    if not args.no_coverage:
+        for line in coverage_table(args.replicates, args.resamples, args.seed):
+            print(line, flush=True)
     if not args.no_power:
-        for line in power_check(args.replicates, args.resamples, args.seed + 1000):
+        for line in power_check(args.replicates, args.resamples, args.seed + 1000,
+                                power_reps=args.power_replicates):
             print(line, flush=True)
     print(f"({time.process_time() - start:.0f} CPU s)")
     return 0

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from retain.bench.aggregate import SeedRun, combine, load_bench, summarise
+from retain.bench.aggregate import SeedRun, load_bench, summarise
 from retain.bench.figures import cost_figure
 from retain.bench.plan import base_config, plan_bench
 from retain.cli import app
 from retain.eval.matrix import ScoreMatrix
-from retain.eval.seeds import t_quantile
+from retain.eval.stats import t_quantile
 from retain.eval.uncertainty import bootstrap_metrics, point_metrics
 from retain.results.examples import ExampleResults
 from tests.killing import kill_during
@@ -83,15 +83,6 @@ def test_one_seed_gives_the_run_s_own_bootstrap_interval() -> None:
     ap = summary.quality["m"]["ap"]
     assert ap.mean == pytest.approx(own["ap"]["value"])
     assert (ap.low, ap.high) == (pytest.approx(own["ap"]["low"]), pytest.approx(own["ap"]["high"]))
-
-
-def test_example_and_seed_errors_add_in_quadrature() -> None:
-    est = combine([1.0, 3.0], [np.array([0.0, 2.0, 4.0]), np.array([0.0, 2.0, 4.0])])
-    # example draws of the seed mean: 0, 2, 4 → 2.5 % / 97.5 % percentiles 0.1 and 3.9
-    h_seed = t_quantile(0.95, 1) * math.sqrt(2.0) / math.sqrt(2.0)
-    assert est.mean == 2.0
-    assert est.low == pytest.approx(2.0 - math.sqrt(1.9**2 + h_seed**2))
-    assert est.high == pytest.approx(2.0 + math.sqrt(1.9**2 + h_seed**2))
 
 
 def test_gap_closed_and_paired_differences_on_crafted_matrices() -> None:

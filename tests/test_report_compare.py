@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from retain.eval.crossfit import XFIT_METRICS
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
 from retain.eval.seeds import combine_seeds
@@ -88,8 +89,10 @@ def test_compare_runs_paired_difference_is_marked(tmp_path):
     ap_row = row_of(dt, "ap")
     assert ap_row[2][0].endswith("*") and "sig" in ap_row[2][1] and "better" in ap_row[2][1]
     assert not ap_row[3][0].endswith("*") and "sig" not in ap_row[3][1]
-    fm = row_of(dt, "forgetting_max")  # lower is better: mssr's negative delta is "better"
+    # lower is better: mssr's negative delta is "better"; the papers' plug-in gets no test
+    fm = row_of(dt, "forgetting_max_xfit")
     assert fm[2][0].startswith("-") and "better" in fm[2][1]
+    assert row_of(dt, "forgetting_max")[2][0] == "n/a"
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| `ap` | ↑ | 48.33 [" in md and "**68.33 [" in md
     assert "## Paired difference against seq" in md and "+20.00 [" in md
@@ -214,18 +217,26 @@ def test_a_perplexity_change_is_better_when_lower():
 def test_a_metric_newer_than_the_run_is_computed_for_the_report(tmp_path):
     a = make_run(tmp_path, "seq", SCORES_B, replay=False, methods=("sequential",))
     b = make_run(tmp_path, "mssr", SCORES_A)
-    for run in (a, b):  # as written before forgetting_first existed
+    for run in (a, b):  # as written before forgetting_first and the cross-fits existed
         stored = json.loads((run / "metrics.json").read_text())
         del stored["forgetting_first"], stored["ci"]["forgetting_first"]
+        for name in XFIT_METRICS:
+            del stored["ci"][name]
         stored["ci"]["ap"]["low"] = 1.25  # a stored interval is kept, not recomputed
+        stored["ci"]["forgetting_max"]["low"] = 0.0  # a plug-in's old interval is not shown
         (run / "metrics.json").write_text(json.dumps(stored))
     compare_runs([a, b], tmp_path / "cmp")
     rows = _csv_rows(tmp_path / "cmp" / "comparison.csv")
     res = ExampleResults.load(a)
-    fresh = bootstrap_metrics(res, TASKS, ["mmlu"], seed=42)["forgetting_first"]  # the run's seed
+    fresh = bootstrap_metrics(res, TASKS, ["mmlu"], seed=42)  # the run's seed
     row = rows[("forgetting_first", "seq")]
     matrix = ScoreMatrix.from_csv(a / "scores.csv")
-    assert float(row["value"]) == compute_metrics(matrix)["forgetting_first"] == fresh["value"]
-    assert (float(row["ci_low"]), float(row["ci_high"])) == (fresh["low"], fresh["high"])
-    assert rows[("forgetting_first", "mssr")]["diff_vs_baseline"] != ""
+    assert float(row["value"]) == compute_metrics(matrix)["forgetting_first"]
+    assert float(row["value"]) == fresh["forgetting_first"]["value"]
+    assert row["ci_low"] == row["ci_high"] == "" == rows[("forgetting_max", "seq")]["ci_low"]
+    xfit = rows[("forgetting_first_xfit", "seq")]
+    want = fresh["forgetting_first_xfit"]
+    assert (float(xfit["value"]), float(xfit["ci_low"]), float(xfit["ci_high"])) == (
+        want["value"], want["low"], want["high"])
+    assert rows[("forgetting_first_xfit", "mssr")]["diff_vs_baseline"] != ""
     assert float(rows[("ap", "seq")]["ci_low"]) == 1.25

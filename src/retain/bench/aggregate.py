@@ -1,17 +1,16 @@
-"""A bench's numbers: each method's mean over seeds with an interval that covers both the seeds
-and the test examples, and its paired difference against `sequential`.
+"""A bench's numbers: each method's mean over seeds with its interval, and its paired
+difference against `sequential`, by the crossed seed × example estimator of `eval/stats.py`.
 
-Two sources of error, added in quadrature (decision: they are independent — one is the
-training's randomness, the other the draw of test examples):
-- test examples: a stratified bootstrap whose example draw is shared by every run scored on the
-  same examples (all seeds and methods of a bench, whose data come from `data.subsample_seed`);
-  the statistic of each draw is the mean over seeds, so its percentile interval gives the
-  example half-widths below and above the point;
-- seeds: `t(k−1) · s / √k` from the spread `s` of the per-seed point values (0 for one seed).
-`low = mean − √(h_ex,low² + h_seed²)`, `high = mean + √(h_ex,high² + h_seed²)`. A paired
-difference uses the same rule on per-seed differences `method − sequential` with the shared
-draw, and is significant when its interval excludes 0. Cost metrics have no test examples:
-mean and t-interval over seeds.
+Every run of a bench scores the same test examples (`data.subsample_seed`), so one example
+draw (stratified by task and half) is shared by all seeds and methods; each run's metric on
+each draw feeds `stats.estimate`, which separates the seed variance (shown per method), the
+example variance and their interaction, and gives a t interval with Satterthwaite degrees of
+freedom. With one seed an interval covers the test examples only, conditional on that training
+seed, and the tables say so. Differences `method − sequential` are per-seed differences on the
+shared draw; `ap` against `sequential` is the primary comparison (Holm across methods), every
+other difference is Benjamini–Hochberg-adjusted (`stats.adjust`). The max-based metrics are
+cross-fitted (`*_xfit`); the papers' plug-in values are shown as point values only. Cost
+metrics have no test examples: mean and t-interval over seeds.
 """
 
 from __future__ import annotations
@@ -24,16 +23,19 @@ from typing import Any
 import numpy as np
 
 from retain.bench.plan import REFERENCES, read_manifest
+from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import general_share
-from retain.eval.seeds import t_quantile
-from retain.eval.uncertainty import metric_replicates, percentile_bounds, resample_indices
+from retain.eval.stats import LEVEL, Estimate, adjust, estimate
+from retain.eval.uncertainty import metric_replicates, resample_indices, resampling_strata
 from retain.results.examples import ExampleResults
 
 QUALITY: tuple[str, ...] = (
-    "ap", "bwt", "forgetting_max", "fwt", "la", "general_delta", "f1_general_ap", "gap_closed",
+    "ap", "bwt", "forgetting_max_xfit", "forgetting_max", "fwt", "la", "general_delta",
+    "f1_general_ap", "gap_closed",
 )  # fmt: skip
-"""Metrics from the score matrix, in table order (`gap_closed` needs both references)."""
+"""Metrics from the score matrix, in table order (`gap_closed` needs both references;
+`forgetting_max` is the papers' plug-in, a point value beside its cross-fit)."""
 
 COST: tuple[str, ...] = (
     "replayed_share", "general_share", "extra_forward_passes", "train_tokens_per_s",
@@ -43,18 +45,10 @@ COST: tuple[str, ...] = (
 same in CPU time (comparable also when other jobs shared the machine)."""
 
 BASELINE = "sequential"
-LEVEL = 0.95
+PRIMARY = "ap"
 N_RESAMPLES = 1000
 
-
-@dataclass(frozen=True)
-class Estimate:
-    mean: float
-    low: float | None
-    high: float | None
-    n_seeds: int
-    significant: bool | None = None
-    """For differences: the interval excludes 0."""
+__all__ = ["BASELINE", "COST", "LEVEL", "PRIMARY", "QUALITY", "Estimate", "summarise"]
 
 
 @dataclass
@@ -109,33 +103,6 @@ def load_bench(root: Path) -> tuple[list[str], list[int], dict[tuple[str, int], 
     return list(manifest["methods"]), [int(s) for s in manifest["seeds"]], runs
 
 
-# ---- the two-level interval ----
-
-
-def combine(points: list[float], draws: list[np.ndarray] | None, level: float = LEVEL,
-            difference: bool = False) -> Estimate:
-    """Mean over seeds of `points`, interval from seeds and (when `draws` [k][B] are given)
-    test-example resamples; see the module docstring."""
-    k = len(points)
-    mean = float(sum(points) / k)
-    h_seed = 0.0
-    if k >= 2:
-        s = math.sqrt(sum((p - mean) ** 2 for p in points) / (k - 1))
-        h_seed = t_quantile(level, k - 1) * s / math.sqrt(k)
-    h_low = h_high = 0.0
-    if draws is not None:
-        stacked = np.mean(np.stack(draws), axis=0)
-        q_low, q_high = percentile_bounds(stacked, level)
-        if math.isfinite(q_low) and math.isfinite(q_high):
-            h_low, h_high = max(mean - q_low, 0.0), max(q_high - mean, 0.0)
-    if draws is None and k < 2:
-        return Estimate(mean, None, None, k, None)
-    low = mean - math.sqrt(h_low**2 + h_seed**2)
-    high = mean + math.sqrt(h_high**2 + h_seed**2)
-    significant = bool(low > 0.0 or high < 0.0) if difference else None
-    return Estimate(mean, low, high, k, significant)
-
-
 def _same_examples(runs: list[SeedRun]) -> bool:
     """Whether every run scored the very same test examples (a draw can then be shared):
     equal example ids, or for runs without them equal fingerprints (results/pairing.py)."""
@@ -162,6 +129,22 @@ class _Draws:
         self.seed = seed
         self._indices: dict[str, np.ndarray] | None = None
         self._values: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._points: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        first = next((r for r in runs if r.examples is not None), None)
+        self.strata: list[int] = (
+            resampling_strata(first.examples, [*first.tasks, *first.general])
+            if first is not None and first.examples is not None else []
+        )  # fmt: skip
+
+    def point(self, run: SeedRun, name: str) -> float | None:
+        """A metric computed from the run's examples (the cross-fits: not in metrics.json)."""
+        if run.examples is None:
+            return None
+        key = (run.method, run.seed)
+        if key not in self._points:
+            self._points[key] = metric_replicates(run.examples, run.tasks, run.general, None)
+        value = self._points[key].get(name)
+        return None if value is None or not math.isfinite(float(value[0])) else float(value[0])
 
     def _draw_for(self, run: SeedRun) -> dict[str, np.ndarray]:
         assert run.examples is not None
@@ -184,7 +167,9 @@ class _Draws:
         return self._values[key]
 
 
-def _point(run: SeedRun, name: str) -> float | None:
+def _point(run: SeedRun, name: str, draws: _Draws | None = None) -> float | None:
+    if name.endswith("_xfit"):
+        return draws.point(run, name) if draws is not None else None
     value = run.metrics.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -227,7 +212,7 @@ def summarise(
     for method in methods:
         mine = [runs[(method, s)] for s in seeds if (method, s) in runs]
         out.per_seed[method] = {
-            r.seed: {n: _value(r, n, runs) for n in (*QUALITY, *COST)} for r in mine
+            r.seed: {n: _value(r, n, runs, draws) for n in (*QUALITY, *COST)} for r in mine
         }
         out.quality[method] = {n: _quality(mine, n, runs, draws) for n in QUALITY}
         out.cost[method] = {
@@ -235,8 +220,11 @@ def summarise(
         }
         if method != BASELINE:
             out.differences[method] = {
-                n: _difference(mine, n, runs, draws) for n in QUALITY if n != "gap_closed"
+                n: _difference(mine, n, runs, draws)
+                for n in QUALITY
+                if n != "gap_closed" and n not in PLUGIN_MAX
             }
+    out.differences = adjust(out.differences, PRIMARY, exclude=REFERENCES)
     gain = out.differences.get("multitask", {}).get("ap")
     if not gap_resolved(out) and gain is not None:
         text = f"{gain.mean:+.2f}"
@@ -257,7 +245,9 @@ def gap_resolved(summary: BenchSummary) -> bool:
     return gain is None or bool(gain.significant and gain.mean > 0)
 
 
-def _value(run: SeedRun, name: str, runs: dict[tuple[str, int], SeedRun]) -> float | None:
+def _value(
+    run: SeedRun, name: str, runs: dict[tuple[str, int], SeedRun], draws: _Draws | None = None
+) -> float | None:
     if name in COST:
         return _cost(run, name)
     if name == "gap_closed":
@@ -268,7 +258,7 @@ def _value(run: SeedRun, name: str, runs: dict[tuple[str, int], SeedRun]) -> flo
             return None
         value = float(_gap(_point(run, "ap"), *(_point(r, "ap") for r in refs)))
         return value if math.isfinite(value) else None
-    return _point(run, name)
+    return _point(run, name, draws)
 
 
 def _references(run: SeedRun, runs: dict[tuple[str, int], SeedRun]) -> tuple[SeedRun, ...] | None:
@@ -279,7 +269,7 @@ def _references(run: SeedRun, runs: dict[tuple[str, int], SeedRun]) -> tuple[See
 
 
 def _seed_only(values: list[float]) -> Estimate | None:
-    return combine(values, None) if values else None
+    return estimate(values) if values else None
 
 
 def _quality(
@@ -288,7 +278,7 @@ def _quality(
     points: list[float] = []
     reps: list[np.ndarray] = []
     for run in mine:
-        point = _value(run, name, runs)
+        point = _value(run, name, runs, draws)
         if point is None:
             continue
         points.append(point)
@@ -297,7 +287,10 @@ def _quality(
             reps.append(rep)
     if not points:
         return None
-    return combine(points, reps if len(reps) == len(points) else None)
+    if name in PLUGIN_MAX:  # the papers' plug-in: biased upward, a point value only
+        return Estimate(math.fsum(points) / len(points), None, None, len(points))
+    full = reps if len(reps) == len(points) else None
+    return estimate(points, full, strata=draws.strata, shared=draws.shared)
 
 
 def _replicate(
@@ -328,7 +321,7 @@ def _difference(
         base = runs.get((BASELINE, run.seed))
         if base is None:
             continue
-        a, b = _point(run, name), _point(base, name)
+        a, b = _point(run, name, draws), _point(base, name, draws)
         if a is None or b is None:
             continue
         points.append(a - b)
@@ -337,4 +330,5 @@ def _difference(
             reps.append(ra[name] - rb[name])
     if not points:
         return None
-    return combine(points, reps if len(reps) == len(points) else None, difference=True)
+    full = reps if len(reps) == len(points) else None
+    return estimate(points, full, strata=draws.strata, shared=draws.shared, difference=True)

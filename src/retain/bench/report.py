@@ -16,7 +16,15 @@ from retain.bench.aggregate import (
     summarise,
 )
 from retain.bench.figures import write_figures
-from retain.bench.table import LABELS, csv_text, estimate_text, markdown
+from retain.bench.table import (
+    LABELS,
+    csv_text,
+    difference_caption,
+    estimate_text,
+    interval_caption,
+    markdown,
+    seed_sd_text,
+)
 from retain.results.files import write_text_atomic
 from retain.results.fingerprint import fingerprint_differences
 from retain.results.html import e, figure, page, table
@@ -57,12 +65,15 @@ def _rel(path: Path, start: Path) -> str:
 
 def _html_tables(summary: BenchSummary) -> str:
     quality = [n for n in QUALITY if any(summary.quality[m].get(n) for m in summary.methods)]
-    rows = [[e(m), *(e(estimate_text(summary.quality[m].get(n), n)) for n in quality)]
-            for m in summary.methods]
-    html = "<h2>Metrics</h2><p>Mean over seeds with its 95 % interval over seeds and test " \
-           "examples.</p>" + table(["method", *(f"{n} {arrow(n)}" for n in quality)], rows)
+    rows = [[e(m), *(e(estimate_text(summary.quality[m].get(n), n)) for n in quality),
+             e(seed_sd_text(summary, m))] for m in summary.methods]
+    html = f"<h2>Metrics</h2><p>{e(interval_caption(summary))}</p>" + table(
+        ["method", *(e(f"{LABELS.get(n, n)} {arrow(n)}") for n in quality), "seed SD of ap"],
+        rows)
     if summary.differences:
-        diffs = [n for n in quality if n != "gap_closed"]
+        diffs = [n for n in quality
+                 if n != "gap_closed" and any(summary.differences[m].get(n)
+                                              for m in summary.differences)]
         rows = []
         for m, values in summary.differences.items():
             row = []
@@ -71,9 +82,9 @@ def _html_tables(summary: BenchSummary) -> str:
                 text = e(estimate_text(est, n, signed=True))
                 row.append((text, "sig") if est is not None and est.significant else text)
             rows.append([e(m), *row])
-        html += (f"<h2>Paired difference against {BASELINE}</h2><p>Same seed, same test "
-                 "examples; marked where the interval excludes 0.</p>"
-                 + table(["method", *diffs], rows))
+        html += (f"<h2>Paired difference against {BASELINE}</h2>"
+                 f"<p>{e(difference_caption())}</p>"
+                 + table(["method", *(e(LABELS.get(n, n)) for n in diffs)], rows))
     cost = [n for n in COST if any(summary.cost[m].get(n) for m in summary.methods)]
     if cost:
         rows = [[e(m), *(e(estimate_text(summary.cost[m].get(n), n)) for n in cost)]

@@ -1,7 +1,8 @@
-"""Seeds of one configuration: mean and t-interval over seeds, and the small-test-set warning.
+"""Seeds of one configuration from their metric values alone, and the small-test-set warning.
 
-Kept apart from the example bootstrap (`eval/uncertainty.py`): seeds vary the training, the
-bootstrap varies the test examples; `retain bench` combines the two (`bench/aggregate.py`).
+Without per-example results only the spread over seeds is known: the interval is
+`stats.estimate`'s t-interval over seeds. With per-example results, `retain bench` uses the
+crossed seed × example estimator (`bench/aggregate.py`, same function).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from retain.eval.uncertainty import NOISE_MIN_EXAMPLES, check_level, point_metrics
+from retain.eval.stats import check_level, estimate, t_quantile
+from retain.eval.uncertainty import NOISE_MIN_EXAMPLES, point_metrics
 from retain.results.examples import ExampleResults
 
 _NOT_METRICS = frozenset({"num_tasks", "last_stage", "complete"})
@@ -24,38 +26,6 @@ class SeedSummary(TypedDict):
     high: float | None
     std: float | None
     n_seeds: int
-
-
-def _t_coverage(theta: float, df: int) -> float:
-    """P(|T| ≤ √df·tan θ) for Student's t with integer df (closed-form finite series)."""
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2:
-        term = total = math.cos(theta)
-        for k in range(1, (df - 1) // 2):
-            term *= 2 * k / (2 * k + 1) * c2
-            total += term
-        return 2.0 / math.pi * (theta + (s * total if df > 1 else 0.0))
-    term = total = 1.0
-    for k in range(1, df // 2):
-        term *= (2 * k - 1) / (2 * k) * c2
-        total += term
-    return s * total
-
-
-def t_quantile(level: float, df: int) -> float:
-    """Two-sided Student-t critical value: P(|T| ≤ q) = level. Computed exactly (series and
-    bisection) for any integer df, so no table can be mistyped and any level works."""
-    check_level(level)
-    if df < 1:
-        raise ValueError(f"df must be >= 1, not {df}")
-    lo, hi = 0.0, math.pi / 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_coverage(mid, df) < level:
-            lo = mid
-        else:
-            hi = mid
-    return math.sqrt(df) * math.tan(0.5 * (lo + hi))
 
 
 def _scalars(run: Mapping[str, Any]) -> dict[str, float]:
@@ -97,16 +67,13 @@ def combine_seeds(
     keys = list(dict.fromkeys(k for d in dicts for k in d))
     out: dict[str, SeedSummary] = {}
     for key in keys:
-        vals = [d[key] for d in dicts if key in d]
-        k = len(vals)
-        mean = sum(vals) / k
-        if k < 2:
-            out[key] = SeedSummary(mean=mean, low=None, high=None, std=None, n_seeds=k)
-            continue
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (k - 1))
-        half = t_quantile(level, k - 1) * std / math.sqrt(k)
-        out[key] = SeedSummary(mean=mean, low=mean - half, high=mean + half, std=std, n_seeds=k)
+        est = estimate([d[key] for d in dicts if key in d], level=level)
+        out[key] = SeedSummary(mean=est.mean, low=est.low, high=est.high, std=est.seed_sd,
+                               n_seeds=est.n_seeds)  # fmt: skip
     return out
+
+
+__all__ = ["SeedSummary", "combine_seeds", "noise_note", "t_quantile"]
 
 
 def noise_note(

@@ -14,8 +14,12 @@ every row t ≤ L has tasks 1..t; for a matrix of whole rows this is `rows_done(
 `compute_metrics`. `fwt` is None when a superdiagonal cell is missing; `normalized_avg` takes
 its maximum over the evaluated stages (as `compute_metrics` does); `ap`, `aia`, `la`, `bwt`,
 `forgetting_max` and `forgetting_first` need only the lower triangle. The two forgettings and
-`normalized_avg` take maxima over noisy cells, which resampling inflates, so their intervals
-can sit off-centre around the point value.
+`normalized_avg` take maxima over noisy cells and are biased upward; their cross-fitted
+counterparts (`eval/crossfit.py`, `*_xfit`) are not, and are the headline values.
+
+Draws are stratified by task and by half (even / odd example positions) so that the cross-fit
+keeps its split; intervals, from the draws' variances, come from `eval/stats.py`, the one place
+that turns resamples into intervals.
 """
 
 from __future__ import annotations
@@ -26,8 +30,16 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from retain.eval.crossfit import (
+    PLUGIN_MAX,
+    XFIT_METRICS,
+    crossfit_metrics,
+    strata_sizes,
+    stratified_draw,
+)
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import _general_used
+from retain.eval.stats import LEVEL, Estimate, check_level, estimate
 from retain.results.examples import PERPLEXITY, ExampleResults
 
 BOOTSTRAP_METRICS: tuple[str, ...] = (
@@ -41,6 +53,7 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
     "normalized_avg",
     "general_delta",
     "f1_general_ap",
+    *XFIT_METRICS,
 )
 """Scalar metrics that get an interval; `general_delta:<name>` (one benchmark, perplexity
 columns included, in their own unit) and the list `ap_per_stage` come on top."""
@@ -52,8 +65,9 @@ NOISE_MIN_EXAMPLES = 50
 
 class Interval(TypedDict):
     value: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
+    """None for the papers' max-based plug-ins (`crossfit.PLUGIN_MAX`): biased, no interval."""
 
 
 class Difference(TypedDict):
@@ -70,7 +84,8 @@ def resample_indices(
     results: ExampleResults, names: Sequence[str], n_resamples: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Bootstrap draws [n_resamples, n] per column, in the order of `names`, from one seeded
-    generator; columns without examples draw nothing. Public so a check can reuse the draws."""
+    generator, stratified by half (`crossfit.stratified_draw`); columns without examples draw
+    nothing. Public so a check can reuse the draws."""
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, not {n_resamples}")
     rng = np.random.default_rng(seed)
@@ -78,22 +93,40 @@ def resample_indices(
     for name in names:
         n = results.n_examples(name)
         if n:
-            out[name] = rng.integers(0, n, size=(n_resamples, n))
+            out[name] = stratified_draw(rng, n, n_resamples)
     return out
 
 
-def _column(results: ExampleResults, name: str, idx: np.ndarray | None) -> tuple[Any, Any]:
-    """(stages, values [S, B]) of one column: cell values, resampled when `idx` is given."""
+def resampling_strata(results: ExampleResults, names: Sequence[str]) -> list[int]:
+    """Sizes of the strata the draws resample within (two halves per column)."""
+    return [m for name in names for m in strata_sizes(results.n_examples(name))]
+
+
+def _column(results: ExampleResults, name: str, idx: np.ndarray | None) -> tuple[Any, ...]:
+    """(stages, values, half A, half B), values [S, B]: cell values (resampled when `idx` is
+    given), then the mean scores of the even- and odd-position examples (the cross-fit's
+    halves; the values again for a perplexity column or a single example)."""
     stages = np.array(results.stages_of(name), dtype=np.int64)
-    if idx is None:
-        return stages, np.array([[results.get(int(s), name).value()] for s in stages])
     if results.kind(name) == PERPLEXITY:  # a ratio of sums: resample numerator and denominator
+        if idx is None:
+            values = np.array([[results.get(int(s), name).value()] for s in stages])
+            return stages, values, values, values
         nll = np.take(results.stacked(name, "nll_sum")[1], idx, axis=1).sum(axis=-1)
         tokens = np.take(results.stacked(name, "token_count")[1], idx, axis=1).sum(axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return stages, np.exp(nll / tokens)
+            values = np.exp(nll / tokens)
+        return stages, values, values, values
     scores = results.stacked(name)[1]
-    return stages, 100.0 * np.take(scores, idx, axis=1).sum(axis=-1) / scores.shape[1]
+    n = scores.shape[1]
+    draw = np.arange(n)[None, :] if idx is None else idx
+    picked = np.take(scores, draw, axis=1)  # [S, B, n]
+    if idx is None:
+        values = np.array([[results.get(int(s), name).value()] for s in stages])
+    else:
+        values = 100.0 * picked.sum(axis=-1) / n
+    if n < 2:
+        return stages, values, values, values
+    return stages, values, 100.0 * picked[..., 0::2].mean(-1), 100.0 * picked[..., 1::2].mean(-1)
 
 
 def _build(
@@ -103,25 +136,29 @@ def _build(
     indices: dict[str, np.ndarray] | None,
     batch: int,
 ) -> list[np.ndarray]:
-    """[R, G] of shapes [batch, T+1, T|M] (`indices` None: the plain matrix), then the masks of
-    evaluated cells, taken from the stored cells so a NaN replicate cannot hide one."""
+    """[R, G, RA, RB] of shapes [batch, T+1, T|M] (`indices` None: the plain matrix; RA, RB
+    the task halves), then the masks of evaluated cells, taken from the stored cells so a NaN
+    replicate cannot hide one."""
     stages = len(tasks) + 1
     out, masks = [], []
-    for columns in (tasks, general):
+    halves = [np.full((batch, stages, len(tasks)), np.nan) for _ in range(2)]
+    for is_task, columns in ((True, tasks), (False, general)):
         M = np.full((batch, stages, len(columns)), np.nan)
         mask = np.zeros((stages, len(columns)), dtype=bool)
         for j, name in enumerate(columns):
             if not results.n_examples(name):
                 continue
             idx = None if indices is None else indices[name]
-            rows, values = _column(results, name, idx)
+            rows, values, half_a, half_b = _column(results, name, idx)
             if rows.size and rows.max() >= stages:
                 raise ValueError(f"{name!r} has stage {rows.max()} beyond the {len(tasks)} tasks")
             M[:, rows, j] = values.T
+            if is_task:
+                halves[0][:, rows, j], halves[1][:, rows, j] = half_a.T, half_b.T
             mask[rows, j] = True
         out.append(M)
         masks.append(mask)
-    return out + masks
+    return out + halves + masks
 
 
 # ---- metrics on a batch of matrices ----
@@ -145,15 +182,17 @@ def _seq_mean(cols: Sequence[np.ndarray]) -> np.ndarray:
     return total / len(cols)
 
 
-def _batch_metrics(
+def batch_metrics(
     R: np.ndarray,
     G: np.ndarray,
+    halves: tuple[np.ndarray, np.ndarray] | None,
     present: np.ndarray,
     gpresent: np.ndarray,
     used: Sequence[int],
     general: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    """Every defined metric as an array over the batch; undefined metrics are left out."""
+    """Every defined metric as an array over the batch; undefined metrics are left out.
+    Public for `benchmarks/interval_coverage.py`, which scores simulated matrices with it."""
     n = _prefix_length(present)
     out: dict[str, np.ndarray] = {}
     if n < 1:
@@ -192,6 +231,8 @@ def _batch_metrics(
     for m, name in enumerate(general):
         if gpresent[0, m] and gpresent[n, m]:
             out[f"general_delta:{name}"] = G[:, n, m] - G[:, 0, m]
+    if halves is not None:
+        out.update(crossfit_metrics(*halves, present, n))
     return out
 
 
@@ -207,10 +248,11 @@ def _evaluate(
         raise ValueError("at least one task is needed")
     if len(set(tasks + general)) != len(tasks) + len(general):
         raise ValueError("task and general benchmark names must be distinct")
-    R, G, present, gpresent = _build(results, tasks, general, indices, batch)
+    R, G, RA, RB, present, gpresent = _build(results, tasks, general, indices, batch)
     kinds = {m: "perplexity" for m in general if _is_perplexity(results, m)}
     used = [general.index(m) for m in _general_used(ScoreMatrix(tasks, general, kinds))]
-    return _batch_metrics(R, G, present, gpresent, used, general), _prefix_length(present)
+    values = batch_metrics(R, G, (RA, RB), present, gpresent, used, general)
+    return values, _prefix_length(present)
 
 
 def metric_replicates(
@@ -249,20 +291,10 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def percentile_bounds(reps: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval; NaN replicates (e.g. a resample with no positive score) are
-    dropped, since the metric is undefined there rather than zero."""
-    reps = reps[~np.isnan(reps)]
-    if not reps.size:
-        return math.nan, math.nan
-    tail = round(50.0 * (1.0 - level), 10)  # 1 - 0.95 is not 0.05 in binary; 2.5 is meant
-    low, high = np.percentile(reps, [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def check_level(level: float) -> None:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), not {level}")
+def _interval(point: float, reps: np.ndarray, strata: Sequence[int], level: float) -> Interval:
+    est = estimate([point], [reps], strata=strata, level=level)
+    assert est.low is not None and est.high is not None
+    return Interval(value=point, low=est.low, high=est.high)
 
 
 def bootstrap_metrics(
@@ -271,26 +303,32 @@ def bootstrap_metrics(
     general_names: Sequence[str] = (),
     n_resamples: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = LEVEL,
 ) -> dict[str, Any]:
-    """Percentile CIs `{"value", "low", "high"}` per metric by stratified example bootstrap.
+    """CIs `{"value", "low", "high"}` per metric over test examples, conditional on this
+    training seed: t intervals from the stratified example bootstrap's variance with the
+    small-sample correction (`eval/stats.py`).
 
     Keys: `BOOTSTRAP_METRICS` (None where the metric is undefined or needs missing cells),
     `general_delta:<name>` per general benchmark, and `ap_per_stage` (a list, one per stage).
     """
     check_level(level)
+    names = [*task_names, *general_names]
     point, _ = _evaluate(results, task_names, general_names, None, 1)
-    idx = resample_indices(results, [*task_names, *general_names], n_resamples, seed)
+    idx = resample_indices(results, names, n_resamples, seed)
     reps, _ = _evaluate(results, task_names, general_names, idx, n_resamples)
+    strata = resampling_strata(results, names)
     out: dict[str, Any] = {name: None for name in BOOTSTRAP_METRICS}
     for name, value in point.items():
-        if name != "ap_per_stage" and _num(value[0]) is not None:
-            low, high = percentile_bounds(reps[name], level)
-            out[name] = Interval(value=float(value[0]), low=low, high=high)
+        if name in PLUGIN_MAX and _num(value[0]) is not None:
+            out[name] = Interval(value=float(value[0]), low=None, high=None)
+        elif name != "ap_per_stage" and _num(value[0]) is not None:
+            out[name] = _interval(float(value[0]), reps[name], strata, level)
     out["ap_per_stage"] = []
     for t, value in enumerate(point["ap_per_stage"][0] if "ap_per_stage" in point else []):
-        low, high = percentile_bounds(reps["ap_per_stage"][:, t], level)
-        out["ap_per_stage"].append(Interval(value=float(value), low=low, high=high))
+        out["ap_per_stage"].append(
+            _interval(float(value), reps["ap_per_stage"][:, t], strata, level)
+        )
     return out
 
 
@@ -309,17 +347,17 @@ def check_paired(a: ExampleResults, b: ExampleResults, names: Sequence[str]) -> 
         raise ValueError(f"cannot pair the runs: {name!r} {problem}")
 
 
-def paired_difference(
+def paired_estimates(
     results_a: ExampleResults,
     results_b: ExampleResults,
     task_names: Sequence[str],
     general_names: Sequence[str] = (),
     n_resamples: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Difference | None]:
-    """Metric differences a − b with a paired bootstrap CI (one draw shared by both runs);
-    `significant` when the interval excludes 0. None where either run lacks the metric."""
+    level: float = LEVEL,
+) -> dict[str, Estimate | None]:
+    """Metric differences a − b over the same test examples (one draw shared by both runs),
+    as `stats.Estimate`s with p-values; None where either run lacks the metric."""
     check_level(level)
     names = [*task_names, *general_names]
     check_paired(results_a, results_b, names)
@@ -330,15 +368,38 @@ def paired_difference(
     idx = resample_indices(results_a, names, n_resamples, seed)
     ra, _ = _evaluate(results_a, task_names, general_names, idx, n_resamples)
     rb, _ = _evaluate(results_b, task_names, general_names, idx, n_resamples)
-    out: dict[str, Difference | None] = {name: None for name in BOOTSTRAP_METRICS}
+    strata = resampling_strata(results_a, names)
+    out: dict[str, Estimate | None] = {name: None for name in BOOTSTRAP_METRICS}
     for name in pa:
-        if name == "ap_per_stage" or name not in pb:
+        if name == "ap_per_stage" or name in PLUGIN_MAX or name not in pb:
             continue
         va, vb = _num(pa[name][0]), _num(pb[name][0])
         if va is None or vb is None:
             continue
-        low, high = percentile_bounds(ra[name] - rb[name], level)
-        out[name] = Difference(
-            value=va - vb, low=low, high=high, significant=bool(low > 0.0 or high < 0.0)
+        out[name] = estimate(
+            [va - vb], [ra[name] - rb[name]], strata=strata, level=level, difference=True
         )
     return out
+
+
+def as_difference(est: Estimate | None) -> Difference | None:
+    """The JSON-ready dict of a difference (`significant` as `est` says: raw or adjusted)."""
+    if est is None or est.low is None or est.high is None:
+        return None
+    return Difference(value=est.mean, low=est.low, high=est.high, significant=bool(est.significant))
+
+
+def paired_difference(
+    results_a: ExampleResults,
+    results_b: ExampleResults,
+    task_names: Sequence[str],
+    general_names: Sequence[str] = (),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, Difference | None]:
+    """`paired_estimates` as dicts; `significant` when the interval excludes 0 (unadjusted)."""
+    est = paired_estimates(
+        results_a, results_b, task_names, general_names, n_resamples, seed, level
+    )
+    return {name: as_difference(e) for name, e in est.items()}

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from retain.eval.metrics import COST_NAMES, METRIC_NAMES
+from retain.eval.stats import ONE_SEED
 from retain.eval.uncertainty import Difference
 from retain.results import figures
 from retain.results.files import write_text_atomic
 from retain.results.html import ci_text, e, figure, fmt, page, points, table, value_ci_html
-from retain.results.paired import Pairing, SeedGroup, pair, seed_groups, verdict
+from retain.results.paired import Pairing, SeedGroup, pair_all, seed_groups, verdict
 from retain.results.view import (
     HEADLINE,
     RunView,
@@ -34,7 +35,17 @@ from retain.results.view import (
     unit,
 )
 
-BAR_METRICS: tuple[str, ...] = ("ap", "la", "bwt", "forgetting_max", "fwt")
+PLUGIN_NOTE = (
+    "forgetting_max, forgetting_first and normalized_avg are the papers' plug-in definitions "
+    "(a max over noisy scores, biased upward at small n; no interval); their *_xfit rows are "
+    "the cross-fitted headline values with intervals."
+)
+FAMILY_NOTE = (
+    "ap Holm-adjusted across the compared runs (primary), every other metric "
+    "Benjamini–Hochberg-adjusted (secondary); the intervals are unadjusted"
+)
+
+BAR_METRICS: tuple[str, ...] = ("ap", "la", "bwt", "forgetting_max_xfit", "fwt")
 """Metrics of the bar chart: all in score points, so they share one axis."""
 
 CSV_COLUMNS: tuple[str, ...] = (
@@ -51,7 +62,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [RunView(Path(d)) for d in run_dirs]
     labels = unique_labels(runs)
-    pairings: list[Pairing | None] = [None] + [pair(r, runs[0]) for r in runs[1:]]
+    pairings: list[Pairing | None] = pair_all(runs)
     groups = seed_groups(runs)
     candidates = [*HEADLINE, *general_delta_names(runs)]
     names = [n for n in candidates if any(r.value(n) is not None for r in runs)]
@@ -66,8 +77,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     parts.append(_notes(runs, labels))
     parts.append("<h2>Metrics</h2>")
     parts.append(
-        "<p>Point value with its 95 % bootstrap interval over test examples; the best run per "
-        "metric is highlighted (↑ higher is better, ↓ lower is better; normalized_avg ×100).</p>"
+        f"<p>Point value with its 95 % interval {ONE_SEED} (each run alone); the best run per "
+        "metric is highlighted (↑ higher is better, ↓ lower is better; normalized_avg ×100). "
+        f"{PLUGIN_NOTE}</p>"
     )
     parts.append(_metrics_table(runs, labels, names, best))
     if len(runs) > 1:
@@ -184,10 +196,10 @@ def _difference_section(
         if p is not None and p.differences is None
     ] + [f"<li>{e(labels[k])}: {e(p.note)}</li>" for k, p in enumerate(pairings) if p and p.note]
     intro = (
-        f"<p>Each run minus {e(base)}, with a 95 % paired bootstrap interval over the same test "
-        "examples (one resample shared by both runs). <strong>*</strong> marks a significant "
-        "difference (the interval excludes 0); green is better, red worse in the metric's "
-        "direction.</p>"
+        f"<p>Each run minus {e(base)}, with a 95 % paired interval over the same test examples "
+        "(one resample shared by both runs), conditional on the runs' training seeds. "
+        f"<strong>*</strong> marks a significant difference: {e(FAMILY_NOTE)}; green is "
+        "better, red worse in the metric's direction.</p>"
     )
     if not paired:
         return intro + f"<ul>{''.join(notes)}</ul>"
@@ -252,10 +264,12 @@ def _figures(
     ]
     if curves:
         figures.save(figures.stage_curves_figure(curves), out_dir / "comparison_curves.png")
-        out.append(("comparison_curves.png", "ap_per_stage of each run, shaded: 95 % CI"))
+        out.append(("comparison_curves.png", "ap_per_stage of each run, shaded: its 95 % "
+                    f"interval {ONE_SEED}"))
     bars = [[(r.value(n), *r.bounds(n)) for n in BAR_METRICS] for r in runs]
     figures.save(figures.metrics_bar_figure(BAR_METRICS, labels, bars), out_dir / "comparison.png")
-    out.append(("comparison.png", ", ".join(BAR_METRICS) + " per run, whiskers: 95 % CI"))
+    out.append(("comparison.png", ", ".join(BAR_METRICS) + f" per run, whiskers: 95 % interval "
+                f"{ONE_SEED}"))
     return out
 
 
@@ -362,8 +376,8 @@ def _markdown(
 ) -> str:
     lines = ["# retain: comparison of runs", ""]
     lines.append(
-        "Point value [95 % bootstrap CI over test examples]; **bold**: best run per metric; "
-        "↑ higher is better, ↓ lower is better; normalized_avg ×100."
+        f"Point value [95 % interval {ONE_SEED}]; **bold**: best run per metric; "
+        f"↑ higher is better, ↓ lower is better; normalized_avg ×100. {PLUGIN_NOTE}"
     )
     lines.append("")
     rows = []
@@ -380,7 +394,9 @@ def _markdown(
             "",
             f"## Paired difference against {_md(labels[0])}",
             "",
-            "Run minus baseline [95 % paired bootstrap CI]; * significant (CI excludes 0).",
+            "Run minus baseline [95 % paired interval over test examples, conditional on the "
+            f"runs' training seeds]; * significant: "
+            f"{FAMILY_NOTE}.",
             "",
         ]
         rows = [

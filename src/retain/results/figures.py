@@ -142,8 +142,13 @@ MAX_BANDS = 3
 bands of a whole bench (seven methods) hide each other."""
 
 
-def stage_curves_figure(curves: Sequence[Curve]) -> Figure:
-    """`ap_per_stage` of each run, with its 95 % interval where the run has intervals."""
+ONE_SEED_BAND = "95 % interval over test examples, given the seed"
+"""The legend's words for a run's own interval (`stats.ONE_SEED`, shortened to fit)."""
+
+
+def stage_curves_figure(curves: Sequence[Curve], band: str = ONE_SEED_BAND) -> Figure:
+    """`ap_per_stage` of each run, with its interval where the run has intervals; `band` says
+    what the interval covers (a run's test examples, or a bench's seeds)."""
     fig = new_figure(7.0, 4.0)
     ax = fig.add_subplot()
     longest = 1
@@ -169,8 +174,9 @@ def stage_curves_figure(curves: Sequence[Curve]) -> Figure:
     ax.set_ylabel("ap_per_stage (mean over tasks 1..t)")
     ax.grid(alpha=0.3)
     if curves:
-        title = "whiskers: 95 % CI" if whiskers else "shaded: 95 % CI"
-        ax.legend(fontsize=8, title=title, title_fontsize=8)
+        drawn = any(len(cis) == len(values) and cis for _, values, cis in curves)
+        title = (f"whiskers: {band}" if whiskers else f"shaded: {band}") if drawn else None
+        ax.legend(fontsize=8, title=title, title_fontsize=7)
     return fig
 
 
@@ -181,7 +187,8 @@ Bar = tuple[float | None, float | None, float | None]
 def metrics_bar_figure(
     names: Sequence[str], runs: Sequence[str], values: Sequence[Sequence[Bar]]
 ) -> Figure:
-    """Grouped bars per metric with 95 % CI whiskers; `values[r][m]` is run r, metric m."""
+    """Grouped bars per metric with whiskers (each run's 95 % interval over test examples,
+    given its seed; none for the papers' plug-ins); `values[r][m]` is run r, metric m."""
     fig = new_figure(max(6.0, 1.5 + 1.1 * len(names) * max(1, len(runs)) / 2), 4.0)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(runs))

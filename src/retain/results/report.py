@@ -15,6 +15,7 @@ from typing import Any
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import COST_NAMES
+from retain.eval.stats import ONE_SEED
 from retain.results import figures
 from retain.results.compare import compare_runs
 from retain.results.files import read_log, write_text_atomic
@@ -75,7 +76,8 @@ def _figures(run: RunView) -> list[tuple[str, str]]:
     if isinstance(aps, list) and aps:
         curve = figures.stage_curves_figure([(run.name, aps, run.ap_per_stage_ci)])
         figures.save(curve, run.dir / "ap_per_stage.png")
-        band = " with 95 % CI" if len(run.ap_per_stage_ci) == len(aps) else ""
+        band = (f" with its 95 % interval {ONE_SEED}"
+                if len(run.ap_per_stage_ci) == len(aps) else "")
         out.append(("ap_per_stage.png", f"ap_per_stage: mean score over tasks 1..t{band}"))
     steps = [_task_named(r, run.tasks) for r in run.log if r.get("type") == "step"]
     events = [r for r in run.log if r.get("type") == "replay_event"]
@@ -153,8 +155,11 @@ def _metrics_section(run: RunView) -> str:
     head = ["metric", "better", "value [95 % CI]", ("definition", "l")]
     source = run.ci_source
     caption = (
-        f"<p>95 % confidence intervals by bootstrap over test examples (stratified by task; "
-        f"{e(source)}). ↑ higher is better, ↓ lower is better; normalized_avg is shown ×100.</p>"
+        f"<p>95 % intervals {ONE_SEED}, from a bootstrap over test examples (stratified by task "
+        f"and half; {e(source)}), small-n corrected. The papers' forgetting_max, "
+        "forgetting_first and normalized_avg are biased upward at small n (a max over noisy "
+        "scores) and have no interval; the *_xfit rows are their cross-fitted values. "
+        "↑ higher is better, ↓ lower is better; normalized_avg is shown ×100.</p>"
         if source
         else "<p>No intervals: this run has no per-example results (examples.npz). "
         "↑ higher is better, ↓ lower is better; normalized_avg is shown ×100.</p>"

@@ -1,22 +1,26 @@
 """The table a command prints when it finishes: each run's headline metrics with their 95 %
-CIs, what to distrust (warnings, small test sets), and, for several runs on the same test
-examples, the paired difference against the first run with its CI."""
+intervals (over test examples, conditional on the run's training seed), what to distrust
+(warnings, small test sets), and, for several runs on the same test examples, the paired
+difference against the first run with its interval from `eval/stats.py` (the same as `retain
+bench` and `retain report A B` print), `ap` Holm- and the rest Benjamini–Hochberg-adjusted."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-HEADLINE = (("ap", "ap"), ("bwt", "bwt"), ("forgetting_max", "forget"))
-DIFFERENCES = ("ap", "bwt", "forgetting_max", "la")
+from retain.eval.stats import ONE_SEED
+
+HEADLINE = (("ap", "ap"), ("bwt", "bwt"), ("forgetting_max_xfit", "forget (x-fit)"))
+DIFFERENCES = ("ap", "bwt", "forgetting_max_xfit", "la")
 
 
 def _with_ci(metrics: dict[str, Any], key: str) -> str:
-    value = metrics.get(key)
+    ci = (metrics.get("ci") or {}).get(key)
+    value = metrics.get(key, (ci or {}).get("value"))
     if not isinstance(value, int | float):
         return f"{'—':>21}"
-    ci = (metrics.get("ci") or {}).get(key)
-    if not ci:
+    if not ci or ci.get("low") is None or ci.get("high") is None:
         return f"{value:8.2f}{'':13}"
     return f"{value:8.2f} [{ci['low']:5.1f},{ci['high']:5.1f}]"
 
@@ -36,7 +40,8 @@ def summary_lines(
             f"{la if la is None else f'{la:8.2f}':>8}"
             f"{'—' if gap is None else f'{gap:.2f}':>8}{seconds:7.0f}s"
         )
-    lines.append("(95 % bootstrap intervals over test examples in brackets)")
+    lines.append(f"(95 % intervals {ONE_SEED} in brackets; forget (x-fit): cross-fitted "
+                 "forgetting_max, the papers' plug-in is biased upward at small n)")
     for name, metrics in rows:
         lines += [f"warning ({name}): {w}" for w in metrics.get("warnings", [])]
     notes = {m.get("noise_note") for _, m in rows if m.get("noise_note")}
@@ -49,27 +54,36 @@ def summary_lines(
 def _paired_lines(rows: list[tuple[str, dict[str, Any]]], run_dirs: list[Path]) -> list[str]:
     """`run − first run` for each later run, paired over the same test examples."""
     from retain.eval.matrix import ScoreMatrix
-    from retain.eval.uncertainty import paired_difference
+    from retain.eval.stats import adjust
+    from retain.eval.uncertainty import paired_estimates
     from retain.results.examples import ExampleResults
 
     base_name, base_dir = rows[0][0], run_dirs[0]
     try:
         base = ExampleResults.load(base_dir)
-        tasks = ScoreMatrix.from_csv(base_dir / "scores.csv").tasks
+        matrix = ScoreMatrix.from_csv(base_dir / "scores.csv")
     except (OSError, ValueError, KeyError) as exc:
         return [f"paired differences: n/a ({exc})"]
-    lines = [f"paired difference against {base_name} (95 % CI; * = significant):"]
+    lines = [f"paired difference against {base_name} (95 % interval; * = significant, ap "
+             "Holm-adjusted across runs, others Benjamini–Hochberg):"]
+    found: dict[str, Any] = {}
     for (name, _), run_dir in zip(rows[1:], run_dirs[1:], strict=True):
         try:
-            diffs = paired_difference(ExampleResults.load(run_dir), base, tasks)
+            found[name] = paired_estimates(
+                ExampleResults.load(run_dir), base, matrix.tasks, matrix.general
+            )
         except (OSError, ValueError, KeyError) as exc:
-            lines.append(f"  {name}: cannot be paired ({exc})")
+            found[name] = f"cannot be paired ({exc})"
+    table = adjust({k: v for k, v in found.items() if isinstance(v, dict)}, "ap")
+    for name, diffs in found.items():
+        if isinstance(diffs, str):
+            lines.append(f"  {name}: {diffs}")
             continue
         parts = []
         for key in DIFFERENCES:
-            d = diffs.get(key)
-            if d is not None:
-                star = "*" if d["significant"] else ""
-                parts.append(f"{key} {d['value']:+.2f} [{d['low']:+.1f},{d['high']:+.1f}]{star}")
+            d = table[name].get(key)
+            if d is not None and d.low is not None and d.high is not None:
+                star = "*" if d.significant else ""
+                parts.append(f"{key} {d.mean:+.2f} [{d.low:+.1f},{d.high:+.1f}]{star}")
         lines.append(f"  {name}: " + ("; ".join(parts) or "no metric to compare"))
     return lines

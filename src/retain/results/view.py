@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary, lower_is_better
 from retain.eval.seeds import noise_note
@@ -28,10 +29,12 @@ from retain.yaml_io import load_yaml, read_text
 HEADLINE: tuple[str, ...] = (*BOOTSTRAP_METRICS, "gap_closed")
 """Scalar metrics of the report tables, in display order (`ap_per_stage` is a figure)."""
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"forgetting_max", "forgetting_first"})
+LOWER_IS_BETTER: frozenset[str] = frozenset(
+    {"forgetting_max", "forgetting_first", "forgetting_max_xfit", "forgetting_first_xfit"}
+)
 """Every other headline metric is better when higher (bwt and fwt: less negative)."""
 
-RATIO_METRICS: frozenset[str] = frozenset({"normalized_avg"})
+RATIO_METRICS: frozenset[str] = frozenset({"normalized_avg", "normalized_avg_xfit"})
 """Stored as a ratio in metrics.json; shown ×100 so every row reads on the 0–100 scale."""
 
 SEED_NEUTRAL_KEYS: tuple[str, ...] = ("seed", "name", "output_dir")
@@ -192,6 +195,8 @@ class RunView:
         return got if got is not None else interval(name, self.ci.get(name))[0]
 
     def bounds(self, name: str) -> tuple[float | None, float | None]:
+        if name in PLUGIN_MAX:  # the papers' plug-in: biased at small n, no interval (#25)
+            return None, None
         _, low, high = interval(name, self.ci.get(name))
         return low, high
 

@@ -48,6 +48,10 @@ def write_report(run_dir: Path) -> Path:
             )
         parts.append(figure(*figs.pop(0)))
         parts.append(_matrix_table(run.matrix))
+        from retain.results.two_scores_html import two_scores_section
+
+        parts.append("<h2>Generation and option scores</h2>")
+        parts.append(two_scores_section(run))
     if figs:
         parts.append("<h2>Figures</h2>")
         parts.extend(figure(src, caption) for src, caption in figs)

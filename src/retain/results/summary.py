@@ -37,6 +37,9 @@ def summary_lines(
             f"{'—' if gap is None else f'{gap:.2f}':>8}{seconds:7.0f}s"
         )
     lines.append("(95 % bootstrap intervals over test examples in brackets)")
+    from retain.results.two_score_summary import two_score_lines
+
+    lines += two_score_lines(rows)
     for name, metrics in rows:
         lines += [f"warning ({name}): {w}" for w in metrics.get("warnings", [])]
     notes = {m.get("noise_note") for _, m in rows if m.get("noise_note")}

@@ -253,6 +253,10 @@ def config_command() -> None:
 def report_command(
     runs: Annotated[list[Path], typer.Argument(help="run directories or bench directories")],
     out: Annotated[Path | None, typer.Option(help="folder for a comparison")] = None,
+    score: Annotated[
+        str | None,
+        typer.Option(help="re-render one run with this primary score: generate | loglik"),
+    ] = None,
 ) -> None:
     """Render a run's or a bench's report, or compare several side by side (benches only when
     their streams and test examples match)."""
@@ -274,8 +278,10 @@ def report_command(
         for run_dir in runs:
             if not (run_dir / "scores.csv").exists():
                 _fail(f"error: {run_dir}: not a run directory (no scores.csv)")
+        if score is not None and score not in ("generate", "loglik"):
+            _fail(f"error: --score must be generate or loglik, not {score!r}")
         if len(runs) == 1:
-            typer.echo(f"report: {write_report(runs[0])}")
+            typer.echo(f"report: {write_report(runs[0], score)}")
         else:
             target = out or runs[0].parent
             typer.echo(f"comparison: {compare_runs(runs, target)}")

@@ -27,9 +27,10 @@ _SCORING_FIRST = ("score_type", "decoding")
 """Scoring keys shown in their own columns; any other key the run wrote follows them."""
 
 
-def write_report(run_dir: Path) -> Path:
-    """Render `report.html` plus its PNG figures into `run_dir`; returns the HTML path."""
-    run = RunView(Path(run_dir))
+def write_report(run_dir: Path, score: str | None = None) -> Path:
+    """Render `report.html` plus its PNG figures into `run_dir`; returns the HTML path.
+    `score` (generate | loglik) re-renders the run with that primary score, no training."""
+    run = RunView(Path(run_dir), score)
     figs = _figures(run)
     parts = [f"<h1>retain run: {e(run.name)}</h1>", meta_line(run)]
     parts.append(status_notes(run))

@@ -12,6 +12,7 @@ column; `scores_present` says so and the report names the one score they have.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +77,41 @@ def per_example(
     if cell is None:
         return None
     return cell.scores if column == "scores" else cell.extra.get(column)
+
+
+KEPT_KEYS = ("cost", "truncation", "ties", "scoring", "warnings", "n_per_task", "noise_note",
+             "two_scores", "definitions", "complete", "last_stage", "num_tasks")
+"""`metrics.json` keys that do not depend on which score is primary."""
+
+
+def switch_primary(run: Any, score: str) -> None:
+    """Re-score a `RunView` in place with `score` as the primary score of every task that
+    carries it: its matrix, examples and metrics (intervals are then bootstrapped anew)."""
+    from retain.eval.metrics import compute_metrics
+
+    if score not in SCORE_COLUMNS:
+        raise ValueError(f"score must be one of {', '.join(SCORE_COLUMNS)}, not {score!r}")
+    examples = run.examples
+    present = scores_present(examples, run.tasks)
+    if score not in present:
+        have = " and ".join(present) or "one score per task (written before both were kept)"
+        run.problems.append(f"this run has no {score} score ({have}); its own is shown")
+        return
+    switched = rescored(examples, run.tasks, score)
+    run.__dict__["examples"] = switched  # the cached property now reads the re-scored run
+    matrix = run.matrix
+    values = cell_means(switched, run.tasks, "scores", matrix.R.shape[0])
+    matrix.R = np.where(np.isfinite(values), values, matrix.R)
+    for name in run.tasks:
+        if score in scores_present(switched, [name]):
+            decoding = matrix.decoding.get(name) or {}
+            summed = decoding.get("loglik_norm", "bytes") == "sum"
+            norm = "accuracy" if summed else "accuracy_norm"
+            gen = str(decoding.get("generation_metric", "generate"))
+            matrix.score_types[name] = norm if score == "loglik" else gen
+    kept = {k: v for k, v in run.metrics.items() if k in KEPT_KEYS}
+    run.metrics = {**compute_metrics(matrix), **kept}
+    run.problems.append(
+        f"Re-rendered with {score} as the primary score (as eval.score={score} would) from "
+        "examples.npz: metrics and intervals are recomputed; metrics.json keeps the run's own."
+    )

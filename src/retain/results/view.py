@@ -93,7 +93,9 @@ def interval(name: str, ci: Any) -> tuple[float | None, float | None, float | No
 class RunView:
     """One run directory as the report sees it (see the module docstring)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, score: str | None = None) -> None:
+        """`score` (`generate` | `loglik`) re-scores the run with that primary score, from
+        `examples.npz` alone (`results.scorers`); None keeps the run's own."""
         self.dir = Path(run_dir)
         scores = self.dir / "scores.csv"
         self.matrix: ScoreMatrix | None = ScoreMatrix.from_csv(scores) if scores.exists() else None
@@ -116,6 +118,11 @@ class RunView:
         self.name = str(self.config.get("name") or self.dir.name)
         self.problems: list[str] = []
         """Why something could not be read or computed, said on the page."""
+        self.score = score
+        if score is not None:
+            from retain.results.scorers import switch_primary
+
+            switch_primary(self, score)
 
     # ---- per-example results and intervals ----
 

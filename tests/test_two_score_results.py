@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retain.bench.aggregate import SeedRun
+from retain.bench.two_scores import by_score, score_lines
 from retain.eval.matrix import ScoreMatrix
+from retain.eval.metrics import compute_metrics
 from retain.eval.uncertainty import bootstrap_metrics
 from retain.results.examples import ExampleResults
 from retain.results.format_split import forgetting_split
@@ -138,3 +141,27 @@ def test_an_old_run_with_one_score_still_renders_and_says_so(tmp_path: Path) -> 
     assert "carries one score per task (accuracy_norm)" in html
     view = RunView(run, "generate")
     assert any("has no generate score" in p for p in view.problems)
+
+
+def _seed_run(method: str, seed: int, res: ExampleResults, root: Path) -> SeedRun:
+    m = ScoreMatrix(TASKS, [])
+    for stage in range(len(TASKS) + 1):
+        m.set_row(stage, {t: res.get(stage, t).value() for t in TASKS}, {})
+    return SeedRun(method, seed, root, list(TASKS), [], res, compute_metrics(m), m)
+
+
+def test_bench_summarises_each_score_with_paired_differences(tmp_path: Path) -> None:
+    runs = {("sequential", 0): _seed_run("sequential", 0, _crafted(0), tmp_path),
+            ("fixed", 0): _seed_run("fixed", 0, _crafted(5), tmp_path)}
+    summaries = by_score(["sequential", "fixed"], [0], runs)
+    assert list(summaries) == ["generate", "loglik"]
+    for score, summary in summaries.items():
+        expected = {
+            key: cell_means(r.examples, TASKS, score, 4)[3].mean() for key, r in runs.items()
+        }
+        assert summary.quality["fixed"]["ap"].mean == pytest.approx(expected[("fixed", 0)])
+        diff = summary.differences["fixed"]["ap"]
+        assert diff.mean == pytest.approx(expected[("fixed", 0)] - expected[("sequential", 0)])
+        assert diff.low is not None and diff.low <= diff.mean <= diff.high
+    lines = score_lines(summaries)
+    assert lines[0] == "by generate:" and any("vs sequential: ap" in ln for ln in lines)

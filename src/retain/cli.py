@@ -178,6 +178,10 @@ def _bench(
     summary = summarise(names, seed_list, runs)
     for line in summary_lines(summary):
         typer.echo(line)
+    from retain.bench.two_scores import by_score, score_lines
+
+    for line in score_lines(by_score(names, seed_list, runs)):
+        typer.echo(line)
     out = write_bench_report(summary, plan.root, f"retain bench: {plan.name}")
     typer.echo(f"comparison: {out} (tables: {plan.root / 'bench.md'}, {plan.root / 'bench.csv'})")
 

@@ -15,6 +15,7 @@ from retain.eval.answers import olora_exact, olora_normalize, raw_exact, score_t
 from retain.eval.both import score_and_generate
 from retain.eval.decode import fast_generate
 from retain.eval.evaluate import decoding_settings, encode_eval_set, evaluate_set, score_type
+from retain.eval.prefix import common_prefix_length, shared_prefix
 from retain.eval.scoring import generate, score_options
 from retain.eval.two_scores import (
     LABEL_MARGIN,
@@ -165,3 +166,20 @@ def test_generations_file_round_trip(tmp_path: Path) -> None:
     assert load_generations(path) == expected
     save_generations(path, {})
     assert load_generations(path) == {} and load_generations(tmp_path / "none.gz") == {}
+
+
+def test_a_shared_prefix_is_computed_once_and_changes_nothing(tiny) -> None:
+    model, _ = tiny
+    prompts, options = _random_set()
+    head = list(range(40, 60))  # 20 tokens every prompt opens with
+    prompts = [head + p for p in prompts]
+    assert common_prefix_length(prompts) == 20
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps a token of its own
+    assert shared_prefix(model, prompts) is not None
+    eos = generate(model, prompts, 258, None, 10)[0][2]
+    for bs in (2, 6):
+        scores, outputs = score_and_generate(model, prompts, options, 258, eos, 10, bs)
+        assert outputs == generate(model, prompts, 258, eos, 10, batch_size=bs)
+        assert fast_generate(model, prompts, 258, eos, 10, batch_size=bs) == outputs
+        for row, ref in zip(scores, score_options(model, prompts, options, 258, bs), strict=True):
+            assert row == pytest.approx(ref, abs=1e-4)

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 
 from retain.eval.decode import greedy_from_cache
-from retain.eval.scoring import length_sorted_batches, options_from_cache, prefill
+from retain.eval.prefix import prefill_rows, shared_prefix
+from retain.eval.scoring import length_sorted_batches, options_from_cache
 
 
 @torch.no_grad()
@@ -32,11 +33,14 @@ def score_and_generate(
     tokenizer: object | None = None,
 ) -> tuple[list[list[float]], list[list[int]]]:
     """(summed option log-probs as `scoring.score_options` gives them, greedy new tokens as
-    `decode.fast_generate` gives them), from one prefill per batch of prompts."""
+    `decode.fast_generate` gives them), from one prefill per batch of prompts (after the
+    prompts' common prefix, computed once: `prefix.shared_prefix`)."""
     scores: list[list[float]] = [[] for _ in prompts]
     outputs: list[list[int]] = [[] for _ in prompts]
+    prefix = shared_prefix(model, prompts)
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-        cache, mask, first_logp = prefill(model, [prompts[i] for i in batch], pad_id)
+        rows = [prompts[i] for i in batch]
+        cache, mask, first_logp = prefill_rows(model, rows, pad_id, prefix)
         decode_cache = copy.deepcopy(cache)
         scored = options_from_cache(
             model, cache, mask, first_logp, [options[i] for i in batch], pad_id

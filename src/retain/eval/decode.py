@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from retain.eval.scoring import _quiet, length_sorted_batches, prefill
+from retain.eval.scoring import _quiet, length_sorted_batches
 
 
 def _stopped(tokenizer: object, tokens: list[int], stop: Sequence[str]) -> bool:
@@ -94,10 +94,14 @@ def fast_generate(
     tokenizer: object | None = None,
 ) -> list[list[int]]:
     """`scoring.generate`'s result (greedy, new tokens up to EOS) with finished rows leaving the
-    batch; batches are length-sorted as there."""
+    batch; batches are length-sorted as there, and the prompts' common prefix is computed once
+    (`prefix.shared_prefix`)."""
+    from retain.eval.prefix import prefill_rows, shared_prefix
+
     results: list[list[int]] = [[] for _ in prompts]
+    prefix = shared_prefix(model, prompts)
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-        cache, mask, first_logp = prefill(model, [prompts[i] for i in batch], pad_id)
+        cache, mask, first_logp = prefill_rows(model, [prompts[i] for i in batch], pad_id, prefix)
         new = greedy_from_cache(
             model, cache, mask, first_logp, eos_id, max_new_tokens, stop=stop, tokenizer=tokenizer
         )

@@ -334,7 +334,7 @@ def task_score(
 ) -> float:
     """Mean primary score on 0–100 (`evaluate_set(...).score`)."""
     return evaluate_set(
-        model, tokenizer, data, batch_size, loglik_norm=loglik_norm, score=score
+        model, tokenizer, data, batch_size, loglik_norm=loglik_norm, score=score, both=False
     ).score
 
 

@@ -20,6 +20,7 @@ from retain.eval.scoring import generate, score_options
 from retain.eval.two_scores import (
     LABEL_MARGIN,
     check_label_collisions,
+    generation_scores,
     invalid_answers,
     is_valid,
     primary_score,
@@ -183,3 +184,13 @@ def test_a_shared_prefix_is_computed_once_and_changes_nothing(tiny) -> None:
         assert fast_generate(model, prompts, 258, eos, 10, batch_size=bs) == outputs
         for row, ref in zip(scores, score_options(model, prompts, options, 258, bs), strict=True):
             assert row == pytest.approx(ref, abs=1e-4)
+
+
+def test_per_example_options_decide_validity_per_example() -> None:
+    """ARC / OpenBookQA list their own options: a valid answer is one of that example's."""
+    ex = [Example("q1:", "a bird", ("a bird", "a fish")), Example("q2:", "red", ("red", "blue"))]
+    task = Task("arc", [], ex)
+    scores, valid = generation_scores(task, ex, ["A Bird.", "a bird"])
+    assert valid == [1.0, 0.0]  # "a bird" is no option of the second example
+    assert scores == [1.0, 0.0]
+    assert generation_scores(task, [Example("q:", "1")], ["1"]) == ([1.0], None)

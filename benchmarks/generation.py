@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="test prompts per task")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tok = load_backbone(ModelConfig(name_or_path=args.model))
@@ -98,7 +99,10 @@ def main() -> None:
     total = dict.fromkeys(("single", "batched", "ours", "both"), 0.0)
     count = mismatched = 0
     gaps: list[float] = []
+    chosen = set(args.tasks.split(",")) if args.tasks else None
     for task in stream.tasks:
+        if chosen is not None and task.name not in chosen:
+            continue
         data = encode_eval_set(tok, task, task.test, context_length=context)
         assert data.options is not None
         new, prompts = data.max_new_tokens, data.prompts

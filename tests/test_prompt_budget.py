@@ -17,6 +17,7 @@ from retain.data.encoding import (
 from retain.data.records import sentence_prompt
 from retain.data.task import Example, Task
 from retain.eval.evaluate import check_prompt_budgets, encode_eval_set, model_context_length
+from retain.eval.two_scores import LABEL_MARGIN
 from retain.models.tiny import byte_tokenizer, tiny_model_and_tokenizer
 
 INSTRUCTION = "What is the topic? Choose one from the option."
@@ -124,9 +125,11 @@ def test_eval_budget_counts_truncated_prompts() -> None:
     assert data.truncated_prompts == 1 and data.prompt_cut == [5, 0]
     assert len(data.prompts[0]) == full - 5
     assert data.prompts[1] == encode_prompt(tok, short.prompt)
-    # the default budget is the context minus the longest option (with its EOS)
+    # the default budget is the context minus the answer's room: the greedy answer's, which is
+    # the longest option (with its EOS) plus LABEL_MARGIN
     longest = max(len(o) for o in data.options[0])
-    data = encode_eval_set(tok, task, ex, context_length=full + longest - 3)
+    assert data.max_new_tokens == longest + LABEL_MARGIN
+    data = encode_eval_set(tok, task, ex, context_length=full + longest + LABEL_MARGIN - 3)
     assert data.prompt_cut == [3, 0]
 
 

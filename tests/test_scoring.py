@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,7 +104,11 @@ def test_accuracy_and_byte_normalised_accuracy(tiny) -> None:
     acc_norm = [float(max(range(3), key=r.__getitem__) == g)
                 for r, g in zip(per_byte, data.answer_index, strict=True)]
     result = evaluate_set(model, tok, data, 4, loglik_norm="bytes")
-    assert result.metrics == {"accuracy": acc, "accuracy_norm": acc_norm}
+    assert {k: result.metrics[k] for k in ("accuracy", "accuracy_norm")} == {
+        "accuracy": acc, "accuracy_norm": acc_norm
+    }
+    assert result.metrics["loglik"] == acc_norm  # the option score beside the generated one
+    assert set(result.metrics) == {"accuracy", "accuracy_norm", "loglik", "generate", "valid"}
     assert result.scores == acc_norm and result.ties == 0
     assert evaluate_set(model, tok, data, 4, loglik_norm="sum").scores == acc
     assert task_score(model, tok, data, 4) == pytest.approx(100 * sum(acc_norm) / 6)
@@ -139,18 +145,34 @@ def test_generation_is_cut_at_eos() -> None:
     assert generate(model, [[1, 2]], pad_id=258, eos_id=257, max_new_tokens=5) == [[5, 6]]
 
 
-def test_stop_strings_go_to_generate_and_cut_the_text(tiny) -> None:
+class ScriptedLM(torch.nn.Module):
+    """A stand-in causal LM whose greedy continuation is `script`, one token per call."""
+
+    def __init__(self, script: list[int], vocab: int = 259) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.script, self.vocab, self.calls = script, vocab, 0
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: object) -> SimpleNamespace:
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)
+        logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 1.0
+        self.calls += 1
+        return SimpleNamespace(logits=logits)
+
+
+def test_stop_strings_end_generation_and_cut_the_text(tiny) -> None:
     _, tok = tiny
     text = " 9 * 2 = 18\n#### 18\nQuestion: Tom has"
-    model = Scripted(list(text.encode()))
+    model = ScriptedLM(list(text.encode()))
     ex = [Example("Question: eggs?\nAnswer:", "2 * 9 = 18\n#### 18")]
     task = Task(
         "gsm8k", [], ex, "generate", "math_exact", max_new_tokens=len(text), stop=("Question:",)
     )
     data = encode_eval_set(tok, task, ex, context_length=256)
     result = evaluate_set(model, tok, data, 4)
-    assert model.kwargs["stop_strings"] == ["Question:"] and model.kwargs["tokenizer"] is tok
+    assert model.calls == len(" 9 * 2 = 18\n#### 18\nQuestion:")  # stopped at the string
     assert result.predictions == [" 9 * 2 = 18\n#### 18\n"] and result.scores == [1.0]
+    assert result.generations == result.predictions
 
 
 def test_real_generation_stops_at_a_stop_string(tiny) -> None:

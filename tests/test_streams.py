@@ -63,7 +63,8 @@ def test_olora_streams(name: str) -> None:
     for task in stream.tasks:
         n_train, n_test = OLORA_SIZES.get(task.name, (500, 100))
         assert (len(task.train), len(task.valid), len(task.test)) == (n_train - 10, 10, n_test)
-        assert task.scoring == "loglik" and task.metric == "accuracy"
+        # scored as O-LoRA scores it (the option score is computed beside it)
+        assert task.scoring == "generate" and task.metric == "olora_exact"
         assert task.test[0].prompt.endswith("Answer:")
         assert all(ex.answer in (ex.options or ()) for ex in task.test)
 
@@ -256,8 +257,8 @@ def test_describe_streams_without_data(tmp_path: Path) -> None:
 def test_describe_streams_with_sizes() -> None:
     text = describe_streams(DATA)
     rows = {tuple(line.split()[1:]) for line in text.splitlines() if line.startswith("  ")}
-    assert ("cb", "prompt_answer", "loglik", "accuracy", "250", "56") in rows
-    assert ("mnli", "prompt_answer", "loglik", "accuracy", "500", "98") in rows
+    assert ("cb", "prompt_answer", "generate", "olora_exact", "250", "56") in rows
+    assert ("mnli", "prompt_answer", "generate", "olora_exact", "500", "98") in rows
     assert ("openbookqa", "alpaca", "loglik", "accuracy", "4957", "500") in rows
     assert ("gsm8k", "gsm8k", "generate", "math_exact", "7473", "1319") in rows
     assert f"sizes: from {DATA.resolve()}" in text

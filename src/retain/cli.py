@@ -178,6 +178,10 @@ def _bench(
     summary = summarise(names, seed_list, runs)
     for line in summary_lines(summary):
         typer.echo(line)
+    from retain.bench.two_scores import by_score, score_lines
+
+    for line in score_lines(by_score(names, seed_list, runs)):
+        typer.echo(line)
     out = write_bench_report(summary, plan.root, f"retain bench: {plan.name}")
     typer.echo(f"comparison: {out} (tables: {plan.root / 'bench.md'}, {plan.root / 'bench.csv'})")
 
@@ -270,6 +274,10 @@ def config_command() -> None:
 def report_command(
     runs: Annotated[list[Path], typer.Argument(help="run directories or bench directories")],
     out: Annotated[Path | None, typer.Option(help="folder for a comparison")] = None,
+    score: Annotated[
+        str | None,
+        typer.Option(help="re-render one run with this primary score: generate | loglik"),
+    ] = None,
 ) -> None:
     """Render a run's or a bench's report, or compare several side by side (benches only when
     their streams and test examples match)."""
@@ -291,8 +299,10 @@ def report_command(
         for run_dir in runs:
             if not (run_dir / "scores.csv").exists():
                 _fail(f"error: {run_dir}: not a run directory (no scores.csv)")
+        if score is not None and score not in ("generate", "loglik"):
+            _fail(f"error: --score must be generate or loglik, not {score!r}")
         if len(runs) == 1:
-            typer.echo(f"report: {write_report(runs[0])}")
+            typer.echo(f"report: {write_report(runs[0], score)}")
         else:
             target = out or runs[0].parent
             typer.echo(f"comparison: {compare_runs(runs, target)}")

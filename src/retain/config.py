@@ -198,6 +198,12 @@ class EvalConfig(Section):
         description="log-likelihood accuracy the score matrix uses: 'sum' of option log-probs "
         "or 'bytes' (sum / UTF-8 bytes of the option); both are reported per example",
     )
+    score: Literal["generate", "loglik"] | None = Field(
+        None,
+        description="primary score of tasks with options (the matrix's): the greedy answer by "
+        "the task's string metric, or option log-likelihood; None: each task's own scoring "
+        "(its stream's protocol). The other score is always computed and kept",
+    )
 
 
 class CoreConfig(Section):

@@ -63,6 +63,8 @@ def _olora_task(name: str) -> TaskSpec:
 
     GLUE marks items without a gold label with '-' (two MNLI test items); they are dropped. The
     copy's `eval.json` is byte-identical to `test.json`, so it is not used as validation.
+    Scored as O-LoRA scores it: the greedy answer, exact match after O-LoRA's normalisation
+    (the option log-likelihood is computed and kept beside it).
     """
     folder = f"{_TREELORA}/{_OLORA_FOLDERS[name]}"
     return TaskSpec(
@@ -72,6 +74,8 @@ def _olora_task(name: str) -> TaskSpec:
         format="prompt_answer",
         labels=f"{folder}/labels.json",
         drop_answers=("-",),
+        scoring="generate",
+        metric="olora_exact",
     )
 
 

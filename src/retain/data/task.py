@@ -9,6 +9,8 @@ from typing import Literal, get_args
 Metric = Literal[
     "accuracy",
     "exact_match",
+    "olora_exact",
+    "raw_exact",
     "contains",
     "token_f1",
     "math_exact",
@@ -20,6 +22,8 @@ Metric = Literal[
 ]
 """How a prediction is scored. `accuracy` is for log-likelihood choice among options; the others
 are for generated text, each a per-example score in [0, 1] (`eval.answers.score_text`):
+`olora_exact` is O-LoRA's exact match (lower-case, no punctuation, whitespace collapsed),
+`raw_exact` TRACE's (the text as generated, only surrounding whitespace stripped),
 `math_exact` compares final numbers, `choice_letter` the leading choice letter of an answer that
 goes on to explain, `rouge_l` (summaries), `edit_similarity` (code completion), `bleu` (sentence
 BLEU) and `sari` (simplification, against the example's `source_text`)."""

@@ -258,6 +258,8 @@ def _check_references(name: str, metric: Metric, splits: dict[str, list[Example]
 
 
 def load_task(spec: TaskSpec, base: Base) -> Task:
+    from retain.eval.two_scores import check_label_collisions, generation_metric
+
     """Read and convert every split of one task; what about its data misleads is kept in
     `task.data_warnings` (emitted by `build_task` and the stream loaders)."""
     labels = _labels(spec, base)
@@ -295,6 +297,8 @@ def load_task(spec: TaskSpec, base: Base) -> Task:
             budget=spec.budget,
             data_warnings=tuple(notes),
         )
+        if labels is not None:
+            check_label_collisions(spec.name, labels, generation_metric(task))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     check_task_data(task, str(test_src))

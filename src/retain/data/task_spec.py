@@ -51,7 +51,8 @@ class TaskSpec(BaseModel):
     `hf:<id>[:<config>]:<split>` reads a Hub dataset. Unset `scoring`/`metric`/
     `max_new_tokens`/`stop` follow from the format: examples with options are scored by
     log-likelihood (accuracy), others by greedy generation (exact match; `math_exact`, 256 new
-    tokens and `MATH_STOP` for gsm8k).
+    tokens and `MATH_STOP` for gsm8k). For a task with options `scoring` names the primary
+    score only: both are computed (`eval.two_scores`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf lr
@@ -67,7 +68,12 @@ class TaskSpec(BaseModel):
         None, description="labels.json path or an inline list (prompt_answer, sentence_label)"
     )
     instruction: str | None = Field(None, description="task instruction (sentence_label)")
-    scoring: Scoring | None = None
+    scoring: Scoring | None = Field(
+        None,
+        description="the primary score of a task with options (loglik: option log-likelihood; "
+        "generate: the greedy answer by `metric`), the other being computed and kept too; "
+        "None: loglik with options, generate without",
+    )
     metric: Metric | None = None
     max_new_tokens: int | None = Field(None, gt=0)
     drop_answers: tuple[str, ...] = Field(

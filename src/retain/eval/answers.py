@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
 from retain.data.task import Metric
@@ -28,6 +28,37 @@ def normalize(text: str) -> str:
 
 def exact_match(prediction: str, reference: str) -> float:
     return float(normalize(prediction) == normalize(reference))
+
+
+def olora_normalize(text: str) -> str:
+    """O-LoRA's answer normalisation: lower-case, punctuation dropped, whitespace collapsed
+    and stripped (articles are kept, unlike SQuAD's `normalize`)."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(text.split())
+
+
+def olora_exact(prediction: str, reference: str) -> float:
+    """O-LoRA's exact match: equal after `olora_normalize` ("Sci/Tech." matches "scitech")."""
+    return float(olora_normalize(prediction) == olora_normalize(reference))
+
+
+def raw_normalize(text: str) -> str:
+    """TRACE's raw comparison: the text as generated, only surrounding whitespace stripped."""
+    return text.strip()
+
+
+def raw_exact(prediction: str, reference: str) -> float:
+    """TRACE's exact match: case and punctuation count ("world" does not match "World")."""
+    return float(raw_normalize(prediction) == raw_normalize(reference))
+
+
+NORMALIZERS = {"olora_exact": olora_normalize, "raw_exact": raw_normalize}
+"""The normalisation behind each exact-match metric; every other metric uses `normalize`."""
+
+
+def normalizer(metric: str) -> Callable[[str], str]:
+    """The function that decides whether a generated answer is one of a task's labels."""
+    return NORMALIZERS.get(metric, normalize)
 
 
 def contains_match(prediction: str, reference: str) -> float:
@@ -154,6 +185,10 @@ def score_text(
 
     if metric == "exact_match":
         return exact_match(prediction, reference)
+    if metric == "olora_exact":
+        return olora_exact(prediction, reference)
+    if metric == "raw_exact":
+        return raw_exact(prediction, reference)
     if metric == "contains":
         return contains_match(prediction, reference)
     if metric == "token_f1":

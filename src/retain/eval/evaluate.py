@@ -24,14 +24,21 @@ from retain.data.encoding import (
     fit_prompt,
 )
 from retain.data.task import Example, Task
-from retain.eval.answers import cut_at_stop, score_text
-from retain.eval.scoring import choose_option, generate, per_byte, score_options, text_nll
+from retain.eval.answers import cut_at_stop
+from retain.eval.both import score_and_generate
+from retain.eval.budget import _eval_fix, _resolve_context, model_context_length, prompt_room
+from retain.eval.decode import fast_generate
+from retain.eval.scoring import choose_option, per_byte, score_options, text_nll
+from retain.eval.two_scores import (
+    VALID,
+    decode_budget,
+    generation_metric,
+    generation_scores,
+    has_options,
+    primary_score,
+)
 
 LoglikNorm = Literal["sum", "bytes"]
-
-_SANE_CONTEXT = 1_000_000
-"""Tokenizers without a known limit report a huge `model_max_length` (1e30); it is ignored."""
-
 
 @dataclass
 class EncodedEvalSet:
@@ -46,6 +53,8 @@ class EncodedEvalSet:
     options: list[list[list[int]]] | None
     answer_index: list[int] | None
     prompt_cut: list[int] = field(default_factory=list)
+    max_new_tokens: int = 0
+    """Greedy decode budget (`two_scores.decode_budget`); 0 for a set that never generates."""
 
     @property
     def truncated_prompts(self) -> int:
@@ -65,6 +74,10 @@ class EvalResult:
     metric (`accuracy` and `accuracy_norm` for log-likelihood tasks, the task's metric for
     generated answers); `predictions` the chosen option or the generated text (cut at stop
     strings); `ties` how many examples had options tied for best (first one chosen).
+
+    A task with options scored by both scorers also has `metrics["generate"]`,
+    `metrics["loglik"]` and `metrics["valid"]` (`two_scores`), `scores` being the primary one;
+    `generations` keeps the generated text of every example (empty when nothing generated).
     """
 
     scores: list[float]
@@ -72,6 +85,7 @@ class EvalResult:
     predictions: list[str]
     truncated_prompts: int = 0
     ties: int = 0
+    generations: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -79,71 +93,32 @@ class EvalResult:
         return 100.0 * sum(self.scores) / max(len(self.scores), 1)
 
 
-def score_type(task: Task, loglik_norm: LoglikNorm) -> str:
+def score_type(task: Task, loglik_norm: LoglikNorm, score: str | None = None) -> str:
     """The score type recorded for `task` in the matrix: `accuracy_norm` when log-likelihood
-    choices are byte-normalised, else the task's metric."""
-    return "accuracy_norm" if task.scoring == "loglik" and loglik_norm == "bytes" else task.metric
+    choices are byte-normalised and primary, `accuracy` when they are summed, else the metric
+    of the generated answer (`score` is `eval.score`, None for the task's own protocol)."""
+    if primary_score(task, score, has_options(task.test)) == "loglik":
+        return "accuracy_norm" if loglik_norm == "bytes" else "accuracy"
+    return generation_metric(task)
 
 
-def decoding_settings(task: Task, loglik_norm: LoglikNorm) -> dict[str, object]:
-    """`task.decoding`, plus the `loglik_norm` a log-likelihood task's matrix score uses."""
-    if task.scoring == "loglik":
-        return {**task.decoding, "loglik_norm": loglik_norm, "options_end_with_eos": True}
-    return task.decoding
-
-
-def model_context_length(model: object) -> int | None:
-    """The model's maximum number of positions, from its config; None if it does not say."""
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
-def _resolve_context(tokenizer: object, context_length: int | None, max_length: int | None) -> int:
-    """`context_length`, else the tokenizer's own limit, else (old call sites) `max_length`."""
-    if context_length is not None:
-        return context_length
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < _SANE_CONTEXT:
-        return limit
-    if max_length is not None:
-        return max_length
-    raise ValueError(
-        "encode_eval_set: the model's context length is unknown; pass context_length "
-        "(model_context_length(model)) or set eval.max_prompt_tokens"
-    )
-
-
-def prompt_room(
-    task: Task,
-    option_ids: Sequence[Sequence[int]] | None,
-    context_length: int,
-    max_prompt_tokens: int | None = None,
-) -> int:
-    """The evaluation prompt budget of one example: `max_prompt_tokens` if set, never more than
-    the context leaves after the generation budget (longest option, or `max_new_tokens`)."""
-    generation = max(len(o) for o in option_ids) if option_ids else task.max_new_tokens
-    room = context_length - generation
-    return room if max_prompt_tokens is None else min(max_prompt_tokens, room)
-
-
-def _eval_fix(task: Task, context: int, budget: int, max_prompt_tokens: int | None) -> str:
-    """What to change when an evaluation prompt cannot fit `budget`."""
-    if max_prompt_tokens is not None and budget == max_prompt_tokens:
-        return f"raise eval.max_prompt_tokens (now {max_prompt_tokens})"
-    answer = (
-        "the longest option"
-        if task.scoring == "loglik"
-        else f"max_new_tokens (lower data.max_new_tokens, now {task.max_new_tokens})"
-    )
-    return (
-        f"the context length of {context} tokens leaves {budget} for the prompt after "
-        f"{context - budget} for {answer}; use a model with a longer context "
-        "(eval.max_prompt_tokens can only lower the budget)"
-    )
+def decoding_settings(
+    task: Task, loglik_norm: LoglikNorm, score: str | None = None
+) -> dict[str, object]:
+    """`task.decoding`, plus for a task with options the `loglik_norm` of its option score,
+    its primary score and the other score it carries."""
+    options = has_options(task.test)
+    if not options:
+        return task.decoding
+    primary = primary_score(task, score, options)
+    return {
+        **task.decoding,
+        "loglik_norm": loglik_norm,
+        "options_end_with_eos": True,
+        "primary": primary,
+        "also": "loglik" if primary == "generate" else "generate",
+        "generation_metric": generation_metric(task),
+    }
 
 
 def encode_eval_set(
@@ -163,15 +138,16 @@ def encode_eval_set(
     task, `split` and record for a prompt that cannot fit without losing its instruction.
     """
     context = _resolve_context(tokenizer, context_length, max_length)
-    prompts, options, answers, cuts = [], [], [], []
+    with_options = has_options(examples)
+    options = [
+        [encode_target(tokenizer, ex.prompt, o) for o in ex.options or ()] for ex in examples
+    ] if with_options else []
+    answers = [(ex.options or ()).index(ex.answer) for ex in examples] if with_options else []
+    new_tokens = decode_budget(task, options)
+    prompts, cuts = [], []
     for i, ex in enumerate(examples):
-        opts = None
-        if task.scoring == "loglik":
-            assert ex.options is not None
-            opts = [encode_target(tokenizer, ex.prompt, o) for o in ex.options]
-            options.append(opts)
-            answers.append(ex.options.index(ex.answer))
-        budget = prompt_room(task, opts, context, max_prompt_tokens)
+        opts = options[i] if with_options else None
+        budget = prompt_room(task, opts, context, max_prompt_tokens, new_tokens)
         fitted = fit_prompt(
             tokenizer,
             ex,
@@ -183,9 +159,9 @@ def encode_eval_set(
         )
         prompts.append(fitted.ids)
         cuts.append(fitted.cut)
-    if task.scoring == "loglik":
-        return EncodedEvalSet(task, examples, prompts, options, answers, cuts)
-    return EncodedEvalSet(task, examples, prompts, None, None, cuts)
+    if with_options:
+        return EncodedEvalSet(task, examples, prompts, options, answers, cuts, new_tokens)
+    return EncodedEvalSet(task, examples, prompts, None, None, cuts, new_tokens)
 
 
 def check_prompt_budgets(
@@ -257,6 +233,33 @@ def _loglik_result(
     )
 
 
+def _both_result(
+    data: EncodedEvalSet,
+    scores: list[list[float]],
+    texts: list[str],
+    loglik_norm: LoglikNorm,
+    primary: str,
+) -> EvalResult:
+    """Both scores of a set with options: the option result with the generation's beside it."""
+    loglik = _loglik_result(data, scores, loglik_norm)
+    generated, valid = generation_scores(data.task, data.examples, texts)
+    assert valid is not None
+    metrics = {**loglik.metrics, "loglik": loglik.scores, "generate": generated, VALID: valid}
+    return EvalResult(
+        scores=generated if primary == "generate" else loglik.scores,
+        metrics=metrics,
+        predictions=texts if primary == "generate" else loglik.predictions,
+        truncated_prompts=data.truncated_prompts,
+        ties=loglik.ties,
+        generations=texts,
+    )
+
+
+def _texts(tokenizer: object, outputs: list[list[int]], stop: Sequence[str]) -> list[str]:
+    texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)  # type: ignore[attr-defined]
+    return [cut_at_stop(t, stop) for t in texts]
+
+
 def evaluate_set(
     model: torch.nn.Module,
     tokenizer: object,
@@ -264,39 +267,48 @@ def evaluate_set(
     batch_size: int,
     *,
     loglik_norm: LoglikNorm = "bytes",
+    score: str | None = None,
+    both: bool = True,
 ) -> EvalResult:
-    """Score every example of `data` with the model as it is now (`eval.loglik_norm` names
-    which log-likelihood accuracy becomes `scores`)."""
+    """Score every example of `data` with the model as it is now.
+
+    A set with options gets both scores from one prefill per batch (`both.score_and_generate`),
+    the primary one (`eval.score`, else the task's scoring) in `scores`; with `both=False` it
+    gets the primary score only: log-likelihood sets skip generation (probes, general
+    benchmarks). `eval.loglik_norm` names which
+    log-likelihood accuracy is the option score.
+    """
     if loglik_norm not in ("sum", "bytes"):
         raise ValueError(f"loglik_norm must be 'sum' or 'bytes', not {loglik_norm!r}")
     pad_id = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    eos_id = tokenizer.eos_token_id  # type: ignore[attr-defined]
+    task = data.task
+    primary = primary_score(task, score, data.options is not None)
+    new_tokens = data.max_new_tokens or task.max_new_tokens
     was_training = _model_mode(model)
     try:
-        if data.options is not None:
+        if data.options is not None and not both and primary == "loglik":
             scores = score_options(model, data.prompts, data.options, pad_id, batch_size)
             return _loglik_result(data, scores, loglik_norm)
-        task = data.task
-        outputs = generate(
-            model,
-            data.prompts,
-            pad_id,
-            tokenizer.eos_token_id,  # type: ignore[attr-defined]
-            task.max_new_tokens,
-            batch_size,
-            stop=task.stop,
-            tokenizer=tokenizer,
+        if data.options is not None:
+            scores, outputs = score_and_generate(
+                model, data.prompts, data.options, pad_id, eos_id, new_tokens, batch_size,
+                stop=task.stop, tokenizer=tokenizer,
+            )
+            texts = _texts(tokenizer, outputs, task.stop)
+            return _both_result(data, scores, texts, loglik_norm, primary)
+        outputs = fast_generate(
+            model, data.prompts, pad_id, eos_id, new_tokens, batch_size,
+            stop=task.stop, tokenizer=tokenizer,
         )
-        texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)  # type: ignore[attr-defined]
-        texts = [cut_at_stop(t, task.stop) for t in texts]
-        per_example = [
-            score_text(task.metric, text, ex.answer, source=ex.source_text)
-            for text, ex in zip(texts, data.examples, strict=True)
-        ]
+        texts = _texts(tokenizer, outputs, task.stop)
+        per_example, _ = generation_scores(task, data.examples, texts)
         return EvalResult(
             scores=per_example,
             metrics={task.metric: per_example},
             predictions=texts,
             truncated_prompts=data.truncated_prompts,
+            generations=texts,
         )
     finally:
         model.train(was_training)
@@ -309,9 +321,12 @@ def example_scores(
     batch_size: int,
     *,
     loglik_norm: LoglikNorm = "bytes",
+    score: str | None = None,
 ) -> list[float]:
-    """Per-example scores in [0, 1] (`evaluate_set(...).scores`)."""
-    return evaluate_set(model, tokenizer, data, batch_size, loglik_norm=loglik_norm).scores
+    """Per-example primary scores in [0, 1] (`evaluate_set(...).scores`)."""
+    return evaluate_set(
+        model, tokenizer, data, batch_size, loglik_norm=loglik_norm, score=score, both=False
+    ).scores
 
 
 def task_score(
@@ -321,9 +336,12 @@ def task_score(
     batch_size: int,
     *,
     loglik_norm: LoglikNorm = "bytes",
+    score: str | None = None,
 ) -> float:
-    """Mean score on 0–100 (`evaluate_set(...).score`)."""
-    return evaluate_set(model, tokenizer, data, batch_size, loglik_norm=loglik_norm).score
+    """Mean primary score on 0–100 (`evaluate_set(...).score`)."""
+    return evaluate_set(
+        model, tokenizer, data, batch_size, loglik_norm=loglik_norm, score=score, both=False
+    ).score
 
 
 def text_perplexity(

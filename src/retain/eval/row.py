@@ -118,12 +118,15 @@ class RowEvaluator:
         bs = self.config.eval.batch_size
         chosen = self.task_sets if tasks is None else [self.task_sets[i] for i in tasks]
         norm = self.config.eval.loglik_norm
+        score = self.config.eval.score
         examples: dict[str, EvalResult] = {}
         bar = progress(len(chosen), f"eval stage {stage}", self.config.train.progress, lines=1)
 
-        def scored(data: EncodedEvalSet) -> EvalResult:
+        def scored(data: EncodedEvalSet, both: bool = True) -> EvalResult:
             mine = shard_set(data, shards)
-            part = evaluate_set(model, self.tokenizer, mine, bs, loglik_norm=norm)
+            part = evaluate_set(
+                model, self.tokenizer, mine, bs, loglik_norm=norm, score=score, both=both
+            )
             return merge_results(shards.all_parts(part), data)
 
         for data in chosen:
@@ -141,7 +144,7 @@ class RowEvaluator:
                 parts[name] = (nll, counts)
                 general[name] = math.exp(sum(nll) / max(sum(counts), 1))
             else:
-                examples[name] = scored(data)
+                examples[name] = scored(data, both=False)  # general ability: options only
                 general[name] = examples[name].score
         scores = {d.task.name: examples[d.task.name].score for d in chosen}
         return RowScores(scores, general, time.perf_counter() - start, examples, parts)

@@ -55,7 +55,7 @@ def row0_key(config: Any, fingerprint: dict[str, Any]) -> str:
         "test_data": parts.get("test_data"),
         "general_data": parts.get("general_data"),
         "eval": {"batch_size": ev.batch_size, "loglik_norm": ev.loglik_norm,
-                 "max_prompt_tokens": ev.max_prompt_tokens},
+                 "max_prompt_tokens": ev.max_prompt_tokens, "score": ev.score},
         "code": _code_digest(),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

@@ -88,6 +88,8 @@ def evaluate_saved_run(
             tokenizer,
             encode_eval_set(tokenizer, t, t.test, config.data.max_length),
             config.eval.batch_size,
+            loglik_norm=config.eval.loglik_norm,
+            score=config.eval.score,
         )
         for t in stream.tasks
     }

@@ -84,6 +84,67 @@ def _quiet(model: torch.nn.Module) -> Any:
     return call
 
 
+def prefill(
+    model: torch.nn.Module, rows: list[list[int]], pad_id: int
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """One forward over left-padded `rows` with the KV cache on: (cache, attention mask,
+    log-probs of the next token [B, V]); only the last position goes through the LM head."""
+    device = next(model.parameters()).device
+    ids, mask, positions = _left_pad(rows, pad_id, device)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    out = _quiet(model)(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return cache, mask, F.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+
+def options_from_cache(
+    model: torch.nn.Module,
+    cache: DynamicCache,
+    mask: torch.Tensor,
+    first_logp: torch.Tensor,
+    options: list[list[list[int]]],
+    pad_id: int,
+) -> list[list[float]]:
+    """Summed log-probs of each row's options, continuing a prefilled `cache` (which is
+    consumed: it is repeated once per option). Single-token options need no forward pass."""
+    device = mask.device
+    n_opts = max(len(o) for o in options)
+    opt_len = max(len(o) for opts in options for o in opts)
+    if opt_len == 1:
+        return [[float(first_logp[row, o[0]]) for o in opts] for row, opts in enumerate(options)]
+    # One row per (prompt, option); prompts with fewer options repeat their first one.
+    opt_ids = torch.full((len(options) * n_opts, opt_len), pad_id, dtype=torch.long)
+    opt_mask = torch.zeros_like(opt_ids)
+    for row, opts in enumerate(options):
+        for k in range(n_opts):
+            o = opts[k] if k < len(opts) else opts[0]
+            opt_ids[row * n_opts + k, : len(o)] = torch.tensor(o)
+            opt_mask[row * n_opts + k, : len(o)] = 1
+    opt_ids, opt_mask = opt_ids.to(device), opt_mask.to(device)
+    cache.batch_repeat_interleave(n_opts)
+    prompt_mask = mask.repeat_interleave(n_opts, dim=0)
+    start = prompt_mask.sum(-1, keepdim=True)
+    opt_positions = start + torch.arange(opt_len, device=device).unsqueeze(0)
+    out = _quiet(model)(
+        input_ids=opt_ids,
+        attention_mask=torch.cat([prompt_mask, opt_mask], dim=1),
+        position_ids=opt_positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    logp = F.log_softmax(out.logits[:, :-1].float(), dim=-1)  # predicts tokens 1..L-1
+    rest = logp.gather(-1, opt_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * opt_mask[:, 1:]
+    first = first_logp.repeat_interleave(n_opts, dim=0).gather(1, opt_ids[:, :1]).squeeze(1)
+    totals = (first + rest.sum(-1)).view(len(options), n_opts)
+    return [totals[row, : len(opts)].tolist() for row, opts in enumerate(options)]
+
+
 @torch.no_grad()
 def score_options(
     model: torch.nn.Module,
@@ -96,52 +157,14 @@ def score_options(
 
     `prompts[i]` are token ids; `options[i][k]` the ids of option k of prompt i (non-empty).
     """
-    device = next(model.parameters()).device
     results: list[list[float]] = [[] for _ in prompts]
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-        ids, mask, positions = _left_pad([prompts[i] for i in batch], pad_id, device)
-        cache = DynamicCache(config=getattr(model, "config", None))
-        out = _quiet(model)(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
+        cache, mask, first_logp = prefill(model, [prompts[i] for i in batch], pad_id)
+        scored = options_from_cache(
+            model, cache, mask, first_logp, [options[i] for i in batch], pad_id
         )
-        first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
-        n_opts = max(len(options[i]) for i in batch)
-        opt_len = max(len(o) for i in batch for o in options[i])
-        if opt_len == 1:
-            for row, i in enumerate(batch):
-                results[i] = [float(first_logp[row, o[0]]) for o in options[i]]
-            continue
-        # One row per (prompt, option); prompts with fewer options repeat their first one.
-        opt_ids = torch.full((len(batch) * n_opts, opt_len), pad_id, dtype=torch.long)
-        opt_mask = torch.zeros_like(opt_ids)
         for row, i in enumerate(batch):
-            for k in range(n_opts):
-                o = options[i][k] if k < len(options[i]) else options[i][0]
-                opt_ids[row * n_opts + k, : len(o)] = torch.tensor(o)
-                opt_mask[row * n_opts + k, : len(o)] = 1
-        opt_ids, opt_mask = opt_ids.to(device), opt_mask.to(device)
-        cache.batch_repeat_interleave(n_opts)
-        prompt_mask = mask.repeat_interleave(n_opts, dim=0)
-        start = prompt_mask.sum(-1, keepdim=True)
-        opt_positions = start + torch.arange(opt_len, device=device).unsqueeze(0)
-        out2 = _quiet(model)(
-            input_ids=opt_ids,
-            attention_mask=torch.cat([prompt_mask, opt_mask], dim=1),
-            position_ids=opt_positions,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        logp = F.log_softmax(out2.logits[:, :-1].float(), dim=-1)  # predicts tokens 1..L-1
-        rest = logp.gather(-1, opt_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * opt_mask[:, 1:]
-        first = first_logp.repeat_interleave(n_opts, dim=0).gather(1, opt_ids[:, :1]).squeeze(1)
-        totals = (first + rest.sum(-1)).view(len(batch), n_opts)
-        for row, i in enumerate(batch):
-            results[i] = totals[row, : len(options[i])].tolist()
+            results[i] = scored[row]
     return results
 
 

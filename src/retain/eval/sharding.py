@@ -65,4 +65,5 @@ def merge_results(parts: list[EvalResult], full: EncodedEvalSet) -> EvalResult:
         predictions=interleave([p.predictions for p in parts], n),
         truncated_prompts=full.truncated_prompts,
         ties=sum(p.ties for p in parts),
+        generations=interleave([p.generations for p in parts], n) if parts[0].generations else [],
     )

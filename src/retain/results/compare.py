@@ -85,6 +85,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     if len(runs) > 1:
         parts.append(f"<h2>Paired difference against the baseline {e(labels[0])}</h2>")
         parts.append(_difference_section(runs, labels, names, pairings))
+        from retain.results.two_scores_html import two_scores_comparison
+
+        parts.append(two_scores_comparison(runs, labels))
     if groups:
         parts.append("<h2>Seeds of one configuration</h2>")
         parts.append(_seeds_section(groups, labels, names))

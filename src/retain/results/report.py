@@ -28,9 +28,10 @@ _SCORING_FIRST = ("score_type", "decoding")
 """Scoring keys shown in their own columns; any other key the run wrote follows them."""
 
 
-def write_report(run_dir: Path) -> Path:
-    """Render `report.html` plus its PNG figures into `run_dir`; returns the HTML path."""
-    run = RunView(Path(run_dir))
+def write_report(run_dir: Path, score: str | None = None) -> Path:
+    """Render `report.html` plus its PNG figures into `run_dir`; returns the HTML path.
+    `score` (generate | loglik) re-renders the run with that primary score, no training."""
+    run = RunView(Path(run_dir), score)
     figs = _figures(run)
     parts = [f"<h1>retain run: {e(run.name)}</h1>", meta_line(run)]
     parts.append(status_notes(run))
@@ -49,6 +50,10 @@ def write_report(run_dir: Path) -> Path:
             )
         parts.append(figure(*figs.pop(0)))
         parts.append(_matrix_table(run.matrix))
+        from retain.results.two_scores_html import two_scores_section
+
+        parts.append("<h2>Generation and option scores</h2>")
+        parts.append(two_scores_section(run))
     if figs:
         parts.append("<h2>Figures</h2>")
         parts.extend(figure(src, caption) for src, caption in figs)

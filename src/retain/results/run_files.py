@@ -49,6 +49,7 @@ FINGERPRINT = add(RunFile("fingerprint.json", "the data fingerprint", early=True
 LOG = add(RunFile("log.jsonl", "the run's log", early=True))
 SCORES = add(RunFile("scores.csv", "the score matrix", early=True))  # row 0 comes first
 EXAMPLES = add(RunFile("examples.npz", "per-example results", early=True))
+GENERATIONS = add(RunFile("generations.jsonl.gz", "generated answers per example", early=True))
 WORK = add(RunFile("work", "files plugins rebuild on a fresh start", folder=True,
                    contents=("gere_teacher.*", "gere_states.*"), early=True))
 TRACKERS = add(RunFile("trackers", "experiment tracker files", folder=True, early=True))

@@ -42,6 +42,9 @@ def summary_lines(
         )
     lines.append(f"(95 % intervals {ONE_SEED} in brackets; forget (x-fit): cross-fitted "
                  "forgetting_max, the papers' plug-in is biased upward at small n)")
+    from retain.results.two_score_summary import two_score_lines
+
+    lines += two_score_lines(rows)
     for name, metrics in rows:
         lines += [f"warning ({name}): {w}" for w in metrics.get("warnings", [])]
     notes = {m.get("noise_note") for _, m in rows if m.get("noise_note")}

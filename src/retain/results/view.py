@@ -96,7 +96,9 @@ def interval(name: str, ci: Any) -> tuple[float | None, float | None, float | No
 class RunView:
     """One run directory as the report sees it (see the module docstring)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, score: str | None = None) -> None:
+        """`score` (`generate` | `loglik`) re-scores the run with that primary score, from
+        `examples.npz` alone (`results.scorers`); None keeps the run's own."""
         self.dir = Path(run_dir)
         scores = self.dir / "scores.csv"
         try:
@@ -129,6 +131,11 @@ class RunView:
             self.problems.append(f"{exc}; the run's settings are not shown")
         self.config: dict[str, Any] = config if isinstance(config, dict) else {}
         self.name = str(self.config.get("name") or self.dir.name)
+        self.score = score
+        if score is not None:
+            from retain.results.scorers import switch_primary
+
+            switch_primary(self, score)
 
     # ---- per-example results and intervals ----
 

@@ -3,7 +3,8 @@ probe scoring methods ask for, and the adapter exported after each task.
 
 Kept apart from the training loop: a row is scored on the unwrapped model (DDP's wrapper has no
 `generate`, and evaluation needs no gradient sync), sharded across ranks, and written to
-`scores.csv` and `examples.npz` at once, so an interrupted run never loses a finished row.
+`scores.csv`, `examples.npz` and `generations.jsonl.gz` at once, so an interrupted run never
+loses a finished row.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from retain.eval.evaluate import encode_eval_set, example_scores
 from retain.results.example_ids import evaluator_ids
 from retain.results.examples import EXAMPLES_FILE
+from retain.results.generations import GENERATIONS_FILE, update_generations
 from retain.train.distributed import shards
 from retain.train.fsdp import full_model_state, is_sharded
 from retain.train.resume import run_fingerprint
@@ -69,6 +71,8 @@ def evaluate_stage(trainer: ContinualTrainer, stage: int) -> None:
     if trainer.is_main:
         trainer.matrix.to_csv(trainer.run_dir / "scores.csv")
         trainer.examples.save(trainer.run_dir / EXAMPLES_FILE)
+        texts = {n: r.generations for n, r in row.examples.items() if r.generations}
+        update_generations(trainer.run_dir / GENERATIONS_FILE, stage, texts)
     trainer.log.write(
         {
             "type": "eval",
@@ -99,7 +103,7 @@ def score_examples(trainer: ContinualTrainer, task: Task, examples: list[Example
     ev = trainer.config.eval
     model = trainer.accelerator.unwrap_model(trainer.model)  # the same weights on every rank
     return example_scores(model, trainer.tokenizer, data, ev.batch_size,
-                          loglik_norm=ev.loglik_norm)
+                          loglik_norm=ev.loglik_norm, score=ev.score)
 
 
 def export_adapter(trainer: ContinualTrainer, t: int) -> None:

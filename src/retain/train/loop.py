@@ -160,10 +160,10 @@ class ContinualTrainer:
         self.matrix = ScoreMatrix(
             self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
         )
-        norm = config.eval.loglik_norm
+        norm, score = config.eval.loglik_norm, config.eval.score
         for task in self.stream.tasks:
-            self.matrix.score_types[task.name] = score_type(task, norm)
-            self.matrix.decoding[task.name] = decoding_settings(task, norm)
+            self.matrix.score_types[task.name] = score_type(task, norm, score)
+            self.matrix.decoding[task.name] = decoding_settings(task, norm, score)
         self.examples = ExampleResults()
         self.ties: dict[str, dict[str, int]] = {}  # task -> stage -> examples with tied options
         self.needs_hidden = any(p.needs_hidden_states for p in self.plugins)

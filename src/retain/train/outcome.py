@@ -23,6 +23,11 @@ def final_metrics(trainer: ContinualTrainer) -> dict[str, Any]:
     metrics = metrics_with_references(matrix, trainer.run_dir, run_fingerprint(trainer))
     metrics["cost"] = cost_summary(read_log(trainer.run_dir / "log.jsonl"))
     metrics.update(uncertainty_summary(trainer.examples, matrix, trainer.config.seed))
+    from retain.results.two_score_summary import two_score_summary
+
+    metrics.update(two_score_summary(
+        trainer.examples, matrix.tasks, matrix.general, trainer.config.seed, trainer.run_dir
+    ))
     metrics["truncation"] = {
         name: {"train_prompts": trainer.truncated_train.get(name, 0), "eval_prompts": n}
         for name, n in trainer.evaluator.truncated_prompts.items()

@@ -1,0 +1,87 @@
+"""A cell's shared prompt prefix, computed once and reused by every batch.
+
+The prompts of a task often open alike: in the O-LoRA tasks the instruction and the option list
+are 7–60 % of a prompt. Their common token prefix is run through the model once per evaluated
+cell (the weights change between cells, so never across them); each batch then starts from a
+copy of that cache, repeated per row, and prefills only the rest of each prompt. The rest is
+left-padded *after* the prefix ([prefix | pad | rest]): the pads are masked out and positions
+continue from the prefix, so every row's last real token is the batch's last position, as
+`scoring.prefill` leaves it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from retain.eval.scoring import _left_pad, _quiet, prefill
+
+MIN_PREFIX = 8
+"""Shorter common prefixes are not worth a separate forward pass."""
+
+DISABLE_ENV = "RETAIN_NO_SHARED_PREFIX"
+"""Set to 1 to prefill whole prompts (for benchmarks comparing the two)."""
+
+
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (the last
+    token's logits start the answer)."""
+    if not prompts:
+        return 0
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+@dataclass
+class SharedPrefix:
+    """The KV cache of the common prefix (batch of 1) and its length in tokens."""
+
+    cache: DynamicCache
+    length: int
+
+
+@torch.no_grad()
+def shared_prefix(model: torch.nn.Module, prompts: Sequence[Sequence[int]]) -> SharedPrefix | None:
+    """The cell's prefix cache, or None when the prefix is too short to pay (or disabled)."""
+    if os.environ.get(DISABLE_ENV) == "1":
+        return None
+    n = common_prefix_length(prompts)
+    if n < MIN_PREFIX:
+        return None
+    cache, _, _ = prefill(model, [list(prompts[0][:n])], pad_id=0)
+    return SharedPrefix(cache, n)
+
+
+@torch.no_grad()
+def prefill_rows(
+    model: torch.nn.Module, rows: list[list[int]], pad_id: int, prefix: SharedPrefix | None
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """`scoring.prefill` of `rows`, starting from `prefix` when given (rows must begin with it):
+    (cache, attention mask over prefix + rest, next-token log-probs [B, V])."""
+    if prefix is None:
+        return prefill(model, rows, pad_id)
+    device = next(model.parameters()).device
+    ids, rest_mask, _ = _left_pad([r[prefix.length :] for r in rows], pad_id, device)
+    cache = copy.deepcopy(prefix.cache)
+    cache.batch_repeat_interleave(len(rows))
+    ones = torch.ones((len(rows), prefix.length), dtype=rest_mask.dtype, device=device)
+    mask = torch.cat([ones, rest_mask], dim=1)
+    positions = prefix.length + (rest_mask.cumsum(-1) - 1).clamp(min=0)
+    out = _quiet(model)(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return cache, mask, F.log_softmax(out.logits[:, -1].float(), dim=-1)

@@ -1,0 +1,92 @@
+"""Generation forgetting split exactly into format and knowledge.
+
+A generated answer scores only if it is one of the task's labels, so the generation score of
+a cell is G = V · C: V the valid-answer rate, C the accuracy among valid answers. From the
+stage a task was learned (i) to the last stage (T),
+
+    ΔG = ΔV · mean(C) + ΔC · mean(V)        (means of the two stages; exact, no remainder)
+
+The first term is forgetting of the format (the model no longer answers with a label), the
+second of the knowledge (it answers with the wrong label). The option score's change ΔL is set
+beside it as the scorer-independent measure of knowledge. The BWT split averages these over
+tasks 1..T-1, as BWT does. With a metric that can credit an invalid answer (contains, F1), G
+is not V · C; the split then explains V · C and says how far G is from it (`residual`).
+Intervals: the percentile bootstrap over test examples of `eval.uncertainty`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from retain.results.examples import ExampleResults
+from retain.results.scorers import VALID, per_example
+
+PARTS = ("delta_g", "format", "knowledge", "delta_loglik", "residual")
+
+
+def _parts(g: list[np.ndarray], v: list[np.ndarray], ll: list[np.ndarray | None]) -> np.ndarray:
+    """[5, ...] of the parts from per-stage (i, T) arrays [..., n] (×100)."""
+    G = [x.mean(-1) for x in g]
+    V = [x.mean(-1) for x in v]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = [np.where(vv > 0, (gg * v_).sum(-1) / v_.sum(-1), 0.0)
+             for gg, v_, vv in zip(g, v, V, strict=True)]
+    fmt = (V[1] - V[0]) * (C[0] + C[1]) / 2
+    know = (C[1] - C[0]) * (V[0] + V[1]) / 2
+    dl = ll[1].mean(-1) - ll[0].mean(-1) if ll[0] is not None and ll[1] is not None else (
+        np.full_like(fmt, np.nan))
+    dg = G[1] - G[0]
+    return 100.0 * np.stack([dg, fmt, know, dl, dg - fmt - know])
+
+
+def forgetting_split(
+    examples: ExampleResults,
+    tasks: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """`{"tasks": {name: {part: {"value","low","high"}}}, "bwt": {...}}` for every task with a
+    generation score and validity at its own stage and the last one; {} when none has."""
+    from retain.eval.uncertainty import percentile_bounds, resample_indices
+
+    last = len(tasks)
+    chosen: list[tuple[str, list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]] = []
+    for i, name in enumerate(tasks[:-1], start=1):
+        g = [per_example(examples, name, "generate", s) for s in (i, last)]
+        v = [per_example(examples, name, VALID, s) for s in (i, last)]
+        ll = [per_example(examples, name, "loglik", s) for s in (i, last)]
+        if any(x is None for x in (*g, *v)):
+            continue
+        chosen.append((name, g, v, ll))  # type: ignore[arg-type]
+    if not chosen:
+        return {}
+    idx = resample_indices(examples, [c[0] for c in chosen], n_resamples, seed)
+    point = {name: _parts(g, v, ll) for name, g, v, ll in chosen}
+    reps = {
+        name: _parts(
+            [x[idx[name]] for x in g], [x[idx[name]] for x in v],
+            [None if x is None else x[idx[name]] for x in ll],
+        )
+        for name, g, v, ll in chosen
+    }
+
+    def interval(value: np.ndarray, rep: np.ndarray) -> dict[str, Any]:
+        out = {}
+        for k, part in enumerate(PARTS):
+            if not np.isfinite(value[k]):
+                out[part] = None
+                continue
+            low, high = percentile_bounds(rep[k], level)
+            out[part] = {"value": float(value[k]), "low": low, "high": high}
+        return out
+
+    result: dict[str, Any] = {"tasks": {n: interval(point[n], reps[n]) for n in point}}
+    result["bwt"] = interval(
+        np.mean([point[n] for n in point], axis=0), np.mean([reps[n] for n in point], axis=0)
+    )
+    result["bwt_tasks"] = list(point)
+    return result

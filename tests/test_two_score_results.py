@@ -38,7 +38,9 @@ def _crafted(seed: int = 0) -> ExampleResults:
             valid = (rng.random(N) < (0.9 if learned else 0.4)).astype(float)
             right = valid * (rng.random(N) < (0.7 if stage == i + 1 else 0.4))
             loglik = (rng.random(N) < (0.8 if learned else 0.3)).astype(float)
-            res.set(stage, task, right, {"generate": right, "loglik": loglik, "valid": valid})
+            ids = [f"{task}-{k}" for k in range(N)]  # as runs record them
+            res.set(stage, task, right, {"generate": right, "loglik": loglik, "valid": valid},
+                    ids=ids)
     return res
 
 

@@ -11,7 +11,8 @@ second of the knowledge (it answers with the wrong label). The option score's ch
 beside it as the scorer-independent measure of knowledge. The BWT split averages these over
 tasks 1..T-1, as BWT does. With a metric that can credit an invalid answer (contains, F1), G
 is not V · C; the split then explains V · C and says how far G is from it (`residual`).
-Intervals: the percentile bootstrap over test examples of `eval.uncertainty`.
+Intervals: over test examples, conditional on the training seed, from the stratified example
+bootstrap through `eval.stats.estimate` (the interval every other metric gets).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def forgetting_split(
 ) -> dict[str, Any]:
     """`{"tasks": {name: {part: {"value","low","high"}}}, "bwt": {...}}` for every task with a
     generation score and validity at its own stage and the last one; {} when none has."""
-    from retain.eval.uncertainty import percentile_bounds, resample_indices
+    from retain.eval.stats import estimate
+    from retain.eval.uncertainty import resample_indices, resampling_strata
 
     last = len(tasks)
     chosen: list[tuple[str, list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]] = []
@@ -74,19 +76,24 @@ def forgetting_split(
         for name, g, v, ll in chosen
     }
 
-    def interval(value: np.ndarray, rep: np.ndarray) -> dict[str, Any]:
+    def interval(value: np.ndarray, rep: np.ndarray, names: list[str]) -> dict[str, Any]:
+        strata = resampling_strata(examples, names)
         out = {}
         for k, part in enumerate(PARTS):
             if not np.isfinite(value[k]):
                 out[part] = None
                 continue
-            low, high = percentile_bounds(rep[k], level)
-            out[part] = {"value": float(value[k]), "low": low, "high": high}
+            est = estimate([float(value[k])], [rep[k]], strata=strata, level=level)
+            out[part] = {"value": float(value[k]), "low": est.low, "high": est.high}
         return out
 
-    result: dict[str, Any] = {"tasks": {n: interval(point[n], reps[n]) for n in point}}
+    result: dict[str, Any] = {
+        "tasks": {n: interval(point[n], reps[n], [n]) for n in point}
+    }
     result["bwt"] = interval(
-        np.mean([point[n] for n in point], axis=0), np.mean([reps[n] for n in point], axis=0)
+        np.mean([point[n] for n in point], axis=0),
+        np.mean([reps[n] for n in point], axis=0),
+        list(point),
     )
     result["bwt_tasks"] = list(point)
     return result

@@ -54,14 +54,15 @@ class TaskRun:
     planner: StepPlanner
     lossers: list[Plugin]
     rng: dict[str, Any]
-    """Generator states when the task's `train()` began (the Trainer's loader draws a seed)."""
+    """Generator states as retain's loop leaves them: at the task's start, then after each
+    step. Each step starts from them, so what the Trainer draws between steps (its loaders'
+    seeds, its own evaluation) changes no dropout mask: the draws are `retain run`'s."""
     plan: StepPlan | None = None
     batches: list[Batch] = field(default_factory=list)
     scales: LossScales | None = None
     micro: list[tuple[Batch, StepOutputs]] = field(default_factory=list)
     losses: dict[str, Any] = field(default_factory=dict)
     step_start: float = 0.0
-    first_step: bool = True
 
 
 class TrainerDriven(ContinualTrainer):
@@ -121,6 +122,7 @@ class TrainerDriven(ContinualTrainer):
         )
         task_start, task_cpu = time.perf_counter(), time.process_time()
         hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        set_rng_state(self.task_run.rng)  # the last step's end, for retain's evaluation row
         if self.ctx.task_step != steps:
             raise RuntimeError(
                 f"the Trainer stopped task {task.name!r} after {self.ctx.task_step} of {steps} "
@@ -145,12 +147,10 @@ class TrainerDriven(ContinualTrainer):
         """The next micro-batch's share of retain's step loss (planned on the first one)."""
         run = self.task_run
         assert run is not None, "retain's compute_loss runs inside a task"
-        if run.first_step:  # the Trainer's loader drew from the generators: as retain left them
-            set_rng_state(run.rng)
-            run.first_step = False
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         if run.plan is None:
             run.step_start = time.perf_counter()
+            set_rng_state(run.rng)  # see TaskRun.rng
             run.plan = run.planner.plan(self.ctx.task_step)
             pad_id = int(self.tokenizer.pad_token_id)
             run.batches = [collate(self.store, p, pad_id) for p in run.plan.local(rank, world)]
@@ -183,6 +183,7 @@ class TrainerDriven(ContinualTrainer):
         self.optimizer, self.scheduler = self.hf.optimizer, self.hf.lr_scheduler
         self.end_step(run.task, run.steps, run.plan, run.micro, run.losses, run.step_start)
         run.plan = None
+        run.rng = rng_state()
 
     def saved(self, step: int) -> None:
         """The Trainer wrote `checkpoint-<step>`: retain's state of the same moment beside it."""
@@ -190,4 +191,5 @@ class TrainerDriven(ContinualTrainer):
         if run is None or step >= run.steps:  # the task's end is saved after its evaluation
             return
         self.optimizer, self.scheduler = self.hf.optimizer, self.hf.lr_scheduler
+        set_rng_state(run.rng)  # the step's end, not what the Trainer's evaluation drew since
         self.save(run.task, self.ctx.task_step, "train")

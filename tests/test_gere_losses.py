@@ -1,4 +1,4 @@
-"""GeRe's losses against direct implementations of gere.md's formulas."""
+"""GeRe's losses against direct implementations of docs/methods/gere.md's formulas."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from retain.methods.gere.targets import (
 
 
 def _direct_tm(a: torch.Tensor, a0: torch.Tensor, mean: np.ndarray, std: np.ndarray):
-    """gere.md, literally, in fp32: states of the base activation, per-state hinge, normalised
-    by the number of violating elements; σ = 0 counts as neutral (the spec's decision)."""
+    """docs/methods/gere.md, literally, in fp32: states of the base activation, per-state
+    hinge, normalised by the number of violating elements; σ = 0 counts as neutral."""
     tau_pos = torch.from_numpy(mean + std).float()
     tau_neg = torch.from_numpy(mean - std).float()
     spread = tau_pos > tau_neg

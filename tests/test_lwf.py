@@ -14,6 +14,7 @@ from retain.config import load_config
 from retain.methods.lwf.distill import distillation
 from retain.methods.lwf.plugin import LwFPlugin
 from retain.train.loop import ContinualTrainer, run
+from retain.train.step import LossScales
 from tests.test_engine import TINY
 
 
@@ -27,7 +28,7 @@ def test_distillation_is_the_mean_kl_from_teacher_to_student_at_temperature() ->
         for s, t in zip(s_row, t_row, strict=True):
             p, q = math.exp(t / 2) / zt, math.exp(s / 2) / zs
             by_hand += p * (math.log(p) - math.log(q))
-    assert float(distillation(student, teacher, 2.0)) == pytest.approx(by_hand / 5, rel=1e-5)
+    assert float(distillation(student, teacher, 2.0)) == pytest.approx(by_hand, rel=1e-5)
     assert float(distillation(teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(distillation(student[:0], teacher[:0], 2.0)) == 0.0
 
@@ -72,8 +73,11 @@ def test_lwf_loss_on_current_rows_matches_a_direct_computation(tmp_path: Path) -
             q = torch.softmax(outputs.logits[r, i].detach().double() / 3, -1)
             total += float((p * (p.log() - q.log())).sum())
             positions += 1
-    assert positions > 0
-    assert float(loss.detach()) == pytest.approx(0.5 * total / positions, rel=1e-4)
+    assert positions > 0  # a sum over the current answer tokens, scaled like the task NLL
+    assert float(loss.detach()) == pytest.approx(0.5 * total, rel=1e-4)
+    scales = LossScales(task=1 / 40, micro_batches=3)  # 40 task answer tokens in the step
+    assert float(scales.weigh(plugin, batch, loss).detach()) == pytest.approx(0.5 * total / 40,
+                                                                              rel=1e-4)
     loss.backward()  # the student learns, the teacher is frozen and unchanged
     assert any(p.grad is not None for p in ctx.inner_model.parameters() if p.requires_grad)
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())

@@ -1,5 +1,5 @@
-"""O-LoRA (procl.md): the two loss terms against a hand computation, old LoRAs frozen and
-summed in every forward, a fresh LoRA per task, the merged export equal to the sum."""
+"""O-LoRA (docs/methods/olora.md): the two loss terms against a hand computation, old LoRAs
+frozen and summed in every forward, a fresh LoRA per task, the merged export equal to the sum."""
 
 from __future__ import annotations
 

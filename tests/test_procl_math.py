@@ -1,5 +1,5 @@
-"""ProCL's math for one factor against hand computations (procl.md): pooling, routing, the
-executing weight, γ's initialisation, consolidation, the random-routing draw."""
+"""ProCL's math for one factor against hand computations (docs/methods/procl.md): pooling,
+routing, the executing weight, γ's initialisation, consolidation, the random-routing draw."""
 
 from __future__ import annotations
 

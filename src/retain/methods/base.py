@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from retain.data.encoding import Batch, BatchPlan, SampleStore, collate
-from retain.methods.services import FrozenCopy, T, all_reduce, process_share
+from retain.methods.services import FrozenCopy, T, all_reduce, process_share, processes
 
 if TYPE_CHECKING:
     from retain.config import RunConfig
@@ -95,6 +95,26 @@ class Context:
     fixed_params: frozenset[int] = frozenset()
     """ids of the parameters that cannot change for the rest of the run (the backbone's under
     LoRA), which a frozen copy shares instead of copying."""
+    kept_positions: bool = True
+    """Whether the model can project only the answer positions (`logits_to_keep`)."""
+
+    def bind_model(
+        self,
+        inner: torch.nn.Module,
+        backbone: list[torch.nn.Parameter],
+        forward_fn: Callable[..., tuple[StepOutputs, torch.Tensor]],
+        pad_id: int,
+        kept_positions: bool,
+    ) -> None:
+        """Called by the loop once the model is prepared: `inner` is it without its
+        distributed wrapper, `backbone` the loaded model's parameters before any adapter;
+        those still in the model and frozen never change (LoRA) and are shared by copies."""
+        current = {id(p): p for p in inner.parameters()}
+        self.inner_model, self.forward_fn, self.pad_id = inner, forward_fn, pad_id
+        self.kept_positions = kept_positions
+        self.fixed_params = frozenset(
+            id(p) for p in backbone if current.get(id(p)) is p and not p.requires_grad
+        )
 
     def count(self, name: str, value: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + value
@@ -108,15 +128,25 @@ class Context:
         )
 
     def forward(
-        self, batch: Batch, model: torch.nn.Module | None = None, logits: bool = False
+        self,
+        batch: Batch,
+        model: torch.nn.Module | None = None,
+        logits: bool = False,
+        hidden: bool = False,
     ) -> StepOutputs:
         """The training forward on `batch`: per-row mean answer-token NLL, answer tokens and
-        the batch's token-mean loss (`task_loss`), with `logits` [rows, length, vocab] when
-        asked; under the training autocast, through `model` (default: the training model
-        without its distributed wrapper). Gradients flow unless the caller disables them."""
+        the batch's token-mean loss (`task_loss`), with `logits` [rows, length, vocab] and the
+        backbone's final hidden state (`final_hidden`) when asked; under the training autocast
+        and through the training step's model call, so targets computed here match a training
+        forward's numbers; through `model` (default: the training model without its
+        distributed wrapper). Gradients flow unless the caller disables them."""
+        from retain.models.hidden import decoder_module, unwrap_parallel
+
         assert self.forward_fn is not None, "the loop binds the forward before training"
+        model = model or self.inner_model
+        decoder = decoder_module(unwrap_parallel(model)) if hidden else None
         with self.autocast():
-            outputs, _ = self.forward_fn(model or self.inner_model, batch, None, logits)
+            outputs, _ = self.forward_fn(model, batch, decoder, logits or not self.kept_positions)
         return outputs
 
     def frozen_copy(self) -> FrozenCopy:
@@ -128,6 +158,11 @@ class Context:
     ) -> list[torch.Tensor]:
         """Element-wise sum or mean of `tensors` over the run's processes (identity in one)."""
         return all_reduce(tensors, op)
+
+    @property
+    def processes(self) -> int:
+        """How many processes train the run; a global batch is `processes` local ones."""
+        return processes()
 
     def shard(self, items: Sequence[T]) -> list[T]:
         """This process's share of `items`, for work that `reduce(..., "sum")` adds up."""
@@ -147,10 +182,15 @@ class Plugin:
     ddp_find_unused_parameters: bool = False
     """True when some parameter it trains gets no gradient in some steps (frozen per task or
     unused in task 1): DDP must then look for unused parameters."""
-    loss_weighting: Literal["micro_batch", "each_micro_batch", "general_rows"] = "micro_batch"
+    loss_weighting: Literal["micro_batch", "each_micro_batch", "answer_tokens", "general_rows"] = (
+        "micro_batch"
+    )
     """How the loop weights `extra_loss`: `micro_batch`, a per-micro-batch mean averaged over
     the step's micro-batches; `each_micro_batch`, added unscaled to every micro-batch's loss
     (a step then carries it `grad_accum` times, as O-LoRA's reference code does);
+    `answer_tokens`, a sum over the micro-batch's answer tokens scaled like the task NLL (so
+    the step holds its mean over the step's task answer tokens, exact under any split into
+    micro-batches and processes);
     `general_rows`, a mean over the micro-batch's general-text rows (`task_of` -1), weighted
     by those rows' share of the step's rows, as if each such row carried it alone (GeRe's
     per-row semantics, docs/methods/gere.md)."""

@@ -74,6 +74,15 @@ def all_reduce(
     return out
 
 
+def processes() -> int:
+    """How many processes train the run (1 without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return int(dist.get_world_size())
+
+
 def process_share(items: Sequence[T]) -> list[T]:
     """This process's share of `items` (every `world`-th from its rank): work split across
     processes whose results `all_reduce` then adds up."""

@@ -148,7 +148,10 @@ class ContinualTrainer:
             model = plugin.wrap_model(self.ctx, model)
         self.model = model if accelerator is not None else self.accelerator.prepare(model)
         self.ctx.model = self.model
-        self._bind_services(backbone)
+        self.ctx.bind_model(  # the plugin context's model services (methods/services.py)
+            self.accelerator.unwrap_model(self.model), backbone, forward,
+            int(tokenizer.pad_token_id), projects_kept_positions(self.model),
+        )
         del backbone
         self.matrix = ScoreMatrix(
             self.stream.task_names, self.evaluator.general_names, cells=config.eval.cells
@@ -174,26 +177,6 @@ class ContinualTrainer:
         self.scheduler: Any = None
 
     # ----------------------------------------------------------------- set-up helpers
-    def _bind_services(self, backbone: list[torch.nn.Parameter]) -> None:
-        """The model services of the plugin context (methods/services.py): the training
-        forward, the unwrapped model, and which parameters a frozen copy may share (backbone
-        weights still in the model and frozen: under LoRA they never change)."""
-        inner = self.accelerator.unwrap_model(self.model)
-        current = {id(p): p for p in inner.parameters()}
-        kept_ok = projects_kept_positions(self.model)
-        self.ctx.inner_model = inner
-        self.ctx.pad_id = int(self.tokenizer.pad_token_id)
-        self.ctx.fixed_params = frozenset(
-            id(p) for p in backbone if current.get(id(p)) is p and not p.requires_grad
-        )
-
-        def forward_fn(
-            model: torch.nn.Module, batch: Any, decoder: Any, logits: bool
-        ) -> tuple[Any, torch.Tensor]:
-            return forward(model, batch, decoder, logits or not kept_ok)
-
-        self.ctx.forward_fn = forward_fn
-
     def plugins_with(self, hook: str) -> list[Plugin]:
         """The plugins that implement `hook`, in composition order."""
         return [p for p in self.plugins if overrides(p, hook)]

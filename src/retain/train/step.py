@@ -64,6 +64,8 @@ class LossScales:
             return value * (self.world * general / self.step_rows)
         if plugin.loss_weighting == "each_micro_batch":
             return value
+        if plugin.loss_weighting == "answer_tokens":
+            return value * self.task
         return value / self.micro_batches
 
 

@@ -27,7 +27,10 @@ class EWCConfig(Section):
     )
     decay: float = Field(1.0, ge=0, le=1, description="online: decay γ of the earlier Fisher")
     fisher_batch_size: int | None = Field(
-        None, gt=0, description="rows per mini-batch of the Fisher pass; null: train.batch_size"
+        None,
+        gt=0,
+        description="rows per mini-batch of the Fisher pass; null: the global batch "
+        "(train.batch_size × processes), so N processes compute the Fisher one would",
     )
     fisher_max_rows: int | None = Field(
         None, gt=0, description="Fisher over the task's first N training rows; null: all"

@@ -61,7 +61,7 @@ class EWCPlugin(Plugin):
         cfg = self.config.ewc
         trainable = {n: p for n, p in self._named(ctx).items() if p.requires_grad}
         rows = ctx.task_samples[ctx.task_index][: cfg.fisher_max_rows]
-        size = cfg.fisher_batch_size or self.config.train.batch_size
+        size = cfg.fisher_batch_size or self.config.train.batch_size * ctx.processes
         chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         mine = ctx.shard(chunks)
         with eval_mode(ctx.inner_model):

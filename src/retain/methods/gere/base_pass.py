@@ -3,26 +3,24 @@
 It yields everything GeRe needs from the base model: the per-dimension moments (thresholds) and
 the compact state cache for `tm`, and under full fine-tuning the teacher cache for `kl`/`l1`/
 `l2`. The rows are batched like training micro-batches (`general.target_batch_size`, default
-`train.batch_size`), right-padded, and run through the training forward's model call, autocast
-and hidden-state hook with dropout off, so a training forward of the unchanged model reproduces
-the targets (on CPU bit for bit; the first step's L_TM is logged to show it).
+`train.batch_size`), right-padded, and run through the plugin context's forward (the training
+step's model call, autocast and hidden-state hook) with dropout off, so a training forward of
+the unchanged model reproduces the targets (on CPU bit for bit; the first step's L_TM is logged
+to show it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from retain.data.encoding import BatchPlan, SampleStore, collate
+from retain.data.encoding import Batch
 from retain.methods.gere.losses import topk_teacher
 from retain.methods.gere.targets import ActivationBuffer, Moments, StateCache, thresholds
-from retain.methods.gere.teacher import TeacherCache, base_forward
+from retain.methods.gere.teacher import TeacherCache
 
 
 @dataclass
@@ -55,15 +53,15 @@ class _Teacher:
         self.cache.write(start, {"hidden": hidden})
 
 
+BaseForward = Callable[[list[int]], tuple[Batch, torch.Tensor | None, torch.Tensor]]
+"""Store rows → (their batch, final hidden states or None, logits) of the untouched model,
+no grad, dropout off: the plugin context's forward (`Context.forward`)."""
+
+
 def run_base_pass(
-    model: nn.Module,
-    decoder: nn.Module | None,
-    store: SampleStore,
+    forward: BaseForward,
     first: int,
     offsets: np.ndarray,
-    pad_id: int,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager[Any]],
     batch_size: int,
     states: bool,
     teacher_loss: str | None = None,
@@ -78,9 +76,7 @@ def run_base_pass(
     filled = passes = 0
     for start in range(0, rows, batch_size):
         ids = list(range(first + start, first + min(start + batch_size, rows)))
-        batch = collate(store, BatchPlan(ids, [False] * len(ids)), pad_id).to(device)
-        hidden, logits = base_forward(model, decoder, batch.input_ids, batch.attention_mask,
-                                      autocast)
+        batch, hidden, logits = forward(ids)
         passes += 1
         mask = batch.attention_mask.bool()
         h = hidden[mask] if hidden is not None else None

@@ -40,9 +40,10 @@ from retain.methods.gere.losses import (
 )
 from retain.methods.gere.replay_set import ReplaySet, build_replay_set
 from retain.methods.gere.targets import StateCache
-from retain.methods.gere.teacher import TeacherCache, adapter_disabled, base_forward
+from retain.methods.gere.teacher import TeacherCache, adapter_disabled
 from retain.methods.names import GENERAL_REPLAY_METHODS
-from retain.models.hidden import decoder_module, unwrap_parallel
+from retain.methods.services import eval_mode
+from retain.models.hidden import unwrap_parallel
 from retain.results.rundir import WORK_DIR
 
 SAMPLER_SEED_TAG = 0x47455245
@@ -88,7 +89,6 @@ class GeneralReplayPlugin(Plugin):
         self.first_logged = False
         """Set after the first step with replay rows (on every process alike)."""
         self._logged_at = 0  # the step this process last logged (several micro-batches a step)
-        self._decoder: torch.nn.Module | None = None
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- files of this process
@@ -146,15 +146,18 @@ class GeneralReplayPlugin(Plugin):
         assert self.replay is not None
         model = unwrap_parallel(ctx.model)
         cfg = self.config.general
+
+        def forward(ids: list[int]) -> tuple[Batch, torch.Tensor | None, torch.Tensor]:
+            batch = ctx.rows(ids)
+            with torch.no_grad(), eval_mode(model):
+                out = ctx.forward(batch, model, logits=True, hidden=self.needs_hidden_states)
+            assert out.logits is not None
+            return batch, out.final_hidden, out.logits
+
         out = run_base_pass(
-            model,
-            decoder_module(model) if self.needs_hidden_states else None,
-            ctx.store,
+            forward,
             self.store_first,
             self.replay.offsets(),
-            int(ctx.tokenizer.pad_token_id),
-            ctx.device,
-            ctx.autocast,
             cfg.target_batch_size or self.config.train.batch_size,
             states=self.loss == "tm",
             teacher_loss=self.loss if self.teacher_cached else None,
@@ -289,15 +292,16 @@ class GeneralReplayPlugin(Plugin):
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """The base model is the trained model with its adapter disabled: one no-grad forward
-        on the replay rows only (cut to their longest row), nothing stored."""
+        on the replay rows only (cut to their longest row), nothing stored; through the plugin
+        context's forward, so under the training step's autocast."""
         model = unwrap_parallel(ctx.model)
         width = int(mask.sum(1).max())
-        if self.needs_hidden_states and self._decoder is None:
-            self._decoder = decoder_module(model)
-        decoder = self._decoder if self.needs_hidden_states else None
-        ids, am = batch.input_ids[general][:, :width], batch.attention_mask[general][:, :width]
-        with adapter_disabled(model):
-            hidden0, logits0 = base_forward(model, decoder, ids, am)
+        sub = Batch(*(t[general][:, :width] if t.dim() == 2 else t[general]
+                      for t in batch.__dict__.values()))
+        with torch.no_grad(), eval_mode(model), adapter_disabled(model):
+            base = ctx.forward(sub, model, logits=True, hidden=self.needs_hidden_states)
+        hidden0, logits0 = base.final_hidden, base.logits
+        assert logits0 is not None
         ctx.count("extra_forward_passes", 1)
         inner = mask[:, :width]
         if self.loss == "kl":

@@ -1,5 +1,5 @@
-"""The base model's outputs on replay rows: the pass that computes targets, and the teacher of
-the comparison baselines (`kl`, `l1`, `l2`).
+"""The teacher of the comparison baselines (`kl`, `l1`, `l2`): the base model's outputs on the
+replay rows (computed through the plugin context's forward, `Context.forward`).
 
 The teacher is always the original base model. Under LoRA with nothing merged it is the same
 network with the adapter disabled (`model.disable_adapter()`): one extra no-grad forward on the
@@ -13,8 +13,7 @@ value at the start is 0).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +22,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from retain.methods.services import eval_mode
-from retain.models.hidden import capture_final_hidden, unwrap_parallel
-
-
-def base_forward(
-    model: nn.Module,
-    decoder: nn.Module | None,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(final hidden state or None, logits) of a no-grad forward in eval mode, under the training
-    forward's autocast and through the same model call, so its numbers are the step's own."""
-    with torch.no_grad(), eval_mode(model), autocast():
-        with capture_final_hidden(decoder) if decoder is not None else nullcontext() as capture:
-            out = model(input_ids=input_ids, attention_mask=attention_mask)
-        hidden = capture.take() if capture is not None else None
-    return hidden, out.logits
+from retain.models.hidden import unwrap_parallel
 
 
 def adapter_disabled(model: nn.Module) -> AbstractContextManager[Any]:

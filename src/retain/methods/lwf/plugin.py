@@ -22,12 +22,15 @@ class LwFPlugin(Plugin):
 
     Decision: the teacher is the model as the previous task left it (frozen copy, sharing the
     backbone under LoRA), distilled on the answer tokens of the current task's rows only:
-    replayed rows have their own labels and general rows their own loss. The term is a
-    per-micro-batch mean over those tokens, averaged over the step's micro-batches.
+    replayed rows have their own labels and general rows their own loss. The term joins each
+    current answer token's NLL: α·KL summed over those tokens and scaled like the task loss
+    (`answer_tokens`), so the step holds α × (Σ KL) / (task answer tokens of the step), the
+    same under any split into micro-batches and processes.
     """
 
     name = "lwf"
     needs_logits = True
+    loss_weighting = "answer_tokens"
 
     def __init__(self, config: RunConfig, method: str) -> None:
         super().__init__(config)

@@ -35,7 +35,6 @@ from retain.methods.procl.layer import (
     wrap_lora_factors,
 )
 from retain.methods.procl.program import Routing, consolidate
-from retain.methods.services import all_reduce
 
 if TYPE_CHECKING:
     from retain.data.task import Task
@@ -141,20 +140,20 @@ class ProCLPlugin(Plugin):
     def after_step(self, ctx: Context, batch: Batch, outputs: StepOutputs) -> None:
         """Consolidate once per optimizer step (the first call after it; later micro-batch
         calls find nothing pending)."""
-        self._consolidate()
+        self._consolidate(ctx)
 
     def on_task_end(self, ctx: Context, task: Task) -> None:
-        self._consolidate()
+        self._consolidate(ctx)
         if self.variant.programs and ctx.task_index >= 1:
             ctx.log_event({"type": "procl_task_end", "task": ctx.task_index, **self.summary()})
         self.in_task = False
 
-    def _consolidate(self) -> None:
+    def _consolidate(self, ctx: Context) -> None:
         pending = [f for f in self.factors if f.program.pending is not None]
         if not pending:
             return
         targets = [f.program.pending for f in pending]
-        targets = all_reduce(targets, "mean")  # type: ignore[arg-type]
+        targets = ctx.reduce(targets, "mean")  # type: ignore[arg-type]
         c = self.config.procl.consolidation
         for f, target in zip(pending, targets, strict=True):
             consolidate(f.memory, target, c)
@@ -187,7 +186,7 @@ class ProCLPlugin(Plugin):
         MLPs beside it, since the adapter alone does not reproduce such a model."""
         from retain.models.adapters import save_adapter
 
-        self._consolidate()
+        self._consolidate(ctx)
         save_adapter(model, path, state_dict=state_dict)
         mlps = {
             f"{f.key}.mlp.{name}": tensor.detach().cpu().contiguous().clone()

@@ -51,3 +51,7 @@ def test_the_sft_example_runs_and_matches_retain_run(tmp_path) -> None:
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert evals and all(h["eval_loss"] > 0 for h in evals)
     assert json.loads((theirs / "metrics.json").read_text())["ap"] == result.metrics["ap"]
+    # retain's evaluation and metrics reached the trainer's log (and so its report_to trackers)
+    logged = {k: v for h in trainer.state.log_history for k, v in h.items()}
+    assert logged["retain/ap"] == pytest.approx(result.metrics["ap"])
+    assert "retain/eval/box_colour" in logged and logged["retain/stage"] == 2

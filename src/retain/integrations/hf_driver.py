@@ -30,6 +30,7 @@ from retain.config import RunConfig
 from retain.data.encoding import Batch, collate
 from retain.data.task import TaskStream, task_lr
 from retain.methods.base import Plugin, StepOutputs
+from retain.results.trackers import flat_numbers
 from retain.train.batches import StepPlan, StepPlanner
 from retain.train.checkpoint import rng_state, set_rng_state
 from retain.train.loop import ContinualTrainer
@@ -90,6 +91,24 @@ class TrainerDriven(ContinualTrainer):
             overwrite=overwrite,
             accelerator=hf.accelerator,
         )
+        self.log.sink = self.report_to_trainer
+
+    # ----------------------------------------------------------------- the Trainer's trackers
+    def report_to_trainer(self, record: dict[str, Any]) -> None:
+        """retain's evaluation rows through `trainer.log`, so they reach the trackers of the
+        Trainer's `report_to` (its step losses get there on their own)."""
+        if record.get("type") == "eval":
+            values = flat_numbers(record["scores"], "retain/eval")
+            values.update(flat_numbers(record.get("general") or {}, "retain/general"))
+            self.hf.log({"retain/stage": float(record["stage"]), **values})
+
+    def finish(self) -> dict[str, Any]:
+        metrics = super().finish()
+        keys = ("ap", "aia", "la", "bwt", "forgetting_max", "fwt", "general_delta", "gap_closed")
+        final = {f"retain/{k}": float(metrics[k]) for k in keys if metrics.get(k) is not None}
+        if self.is_main and final:
+            self.hf.log(final)
+        return metrics
 
     def checkpoint_dir(self, t: int, step: int) -> Path:
         return self.output_root / f"task_{t + 1}" / f"checkpoint-{step}"

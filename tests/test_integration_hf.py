@@ -21,10 +21,16 @@ from tests.integration_hf_helpers import (
 )
 
 
-@pytest.mark.parametrize(("method", "accum"), [("sequential", 2), ("fixed", 1)])
-def test_the_trainer_gives_the_score_matrix_of_retain_run(tmp_path, method, accum) -> None:
-    cli = retain_run(tmp_path / "cli", method, accum).run_dir
-    hf = trainer_run(tmp_path / "hf", method, accum).run_dir
+@pytest.mark.parametrize(("method", "accum", "bf16"), [
+    ("sequential", 2, False),  # gradient accumulation
+    ("fixed", 1, False),
+    ("sequential", 1, True),  # TrainingArguments(bf16=True): autocast on the CPU as well
+])
+def test_the_trainer_gives_the_score_matrix_of_retain_run(tmp_path, method, accum, bf16) -> None:
+    precision = ["train.mixed_precision=bf16"] if bf16 else []
+    cli = retain_run(tmp_path / "cli", method, accum, *precision).run_dir
+    hf = trainer_run(tmp_path / "hf", method, accum, bf16=bf16).run_dir
+    assert ("mixed_precision: bf16" in (hf / "config.yaml").read_text()) == bf16
     assert (cli / "scores.csv").read_text() == (hf / "scores.csv").read_text()
     assert examples_equal(cli, hf)
     assert adapter_difference(cli, hf) == 0.0

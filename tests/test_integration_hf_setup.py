@@ -76,3 +76,17 @@ def test_optimizer_objects_and_best_model_reloading_are_refused(tmp_path) -> Non
     best = {"load_best_model_at_end": True, "eval_strategy": "steps", "save_strategy": "steps"}
     with pytest.raises(TrainerSetupError, match=r"load_best_model_at_end=True would reload"):
         _attach(_trainer(tmp_path, args=best, eval_dataset=[{"input_ids": [1]}]), tmp_path)
+
+
+def test_ddp_must_expect_unused_parameters_for_methods_that_freeze_some(tmp_path) -> None:
+    from retain.integrations.hf_checks import check_ddp
+
+    class Freezing:
+        name, ddp_find_unused_parameters = "olora", True
+
+    trainer = _trainer(tmp_path)
+    check_ddp(trainer, [Freezing()], processes=1)  # one process: no DDP, nothing to expect
+    with pytest.raises(TrainerSetupError, match=r"olora .*\(ddp_find_unused_parameters=True\)"):
+        check_ddp(trainer, [Freezing()], processes=2)
+    trainer.args.ddp_find_unused_parameters = True
+    check_ddp(trainer, [Freezing()], processes=2)

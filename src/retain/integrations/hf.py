@@ -29,7 +29,12 @@ from transformers import TrainerCallback
 
 from retain.config import RunConfig, load_config
 from retain.data.task import TaskStream
-from retain.integrations.hf_checks import check_lengths, check_trainer, config_from_args
+from retain.integrations.hf_checks import (
+    check_ddp,
+    check_lengths,
+    check_trainer,
+    config_from_args,
+)
 from retain.integrations.hf_driver import ROWS_KEY, TrainerDriven
 from retain.train.loop import RunResult
 
@@ -120,6 +125,7 @@ class Continual:
         driver = TrainerDriven(cfg, trainer, stream=stream, overwrite=overwrite)
         try:
             check_lengths(trainer, driver.store, driver.stream, driver.ctx.task_samples)
+            check_ddp(trainer, driver.plugins, driver.accelerator.num_processes)
         except BaseException:
             driver.close()
             raise

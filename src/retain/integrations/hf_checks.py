@@ -99,6 +99,17 @@ def check_trainer(trainer: Any, config: RunConfig) -> None:
         )
 
 
+def check_ddp(trainer: Any, plugins: list[Any], processes: int) -> None:
+    """Methods that freeze some of their parameters per task need DDP to expect unused ones
+    (retain's own loop sets it; under the Trainer it is a TrainingArguments setting)."""
+    names = [p.name for p in plugins if p.ddp_find_unused_parameters]
+    if processes > 1 and names and not trainer.args.ddp_find_unused_parameters:
+        raise TrainerSetupError(
+            f"{names[0]} leaves some of its parameters without a gradient in some steps; under "
+            "DDP set TrainingArguments(ddp_find_unused_parameters=True)"
+        )
+
+
 def trainer_max_length(trainer: Any) -> tuple[int, str] | None:
     """The longest row the Trainer's own data path would keep, and the setting that says so."""
     for owner, where in ((trainer.args, "args"), (trainer.data_collator, "data_collator")):

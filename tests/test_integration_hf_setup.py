@@ -90,3 +90,23 @@ def test_ddp_must_expect_unused_parameters_for_methods_that_freeze_some(tmp_path
         check_ddp(trainer, [Freezing()], processes=2)
     trainer.args.ddp_find_unused_parameters = True
     check_ddp(trainer, [Freezing()], processes=2)
+
+
+def test_the_run_config_records_what_the_trainer_trains_with(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from retain.config import load_config
+    from retain.integrations.hf_checks import config_from_args
+
+    args = hf_args(tmp_path, accum=3, learning_rate=1e-4, warmup_steps=0.1, seed=7,
+                   per_device_train_batch_size=5, max_grad_norm=0.0, bf16=True)
+    model = SimpleNamespace(config=SimpleNamespace(_name_or_path="org/some-model"))
+    cfg = config_from_args(load_config(None, SETTINGS), args, model)
+    train = cfg.train
+    assert (train.batch_size, train.grad_accum, train.lr, train.warmup_ratio) == (5, 3, 1e-4, 0.1)
+    assert train.max_grad_norm is None and train.mixed_precision == "bf16" and cfg.seed == 7
+    assert train.report_to == "none" and cfg.model.name_or_path == "org/some-model"
+    nameless = SimpleNamespace(config=SimpleNamespace(_name_or_path=""))
+    assert config_from_args(load_config(None, SETTINGS), args, nameless).model.name_or_path == (
+        "tiny-random"
+    )

@@ -95,10 +95,11 @@ class RetainCallback(TrainerCallback):
 class Continual:
     """A stream, retain's methods and retain's run directory around a user's Trainer.
 
-    `config`: a run config (YAML path or `RunConfig`; `model.*` other than `lora`/`finetune` is
-    unused, the Trainer's model trains) with `overrides` (`key=value`); `stream`: a
-    `TaskStream` instead of `data.*`; `overwrite`: clear a run directory that holds no
-    checkpoint of this run. A run directory with a checkpoint of this run resumes.
+    `config`: a run config (YAML path or `RunConfig`) with `overrides` (`key=value`); the
+    Trainer's model trains (named in the run's config by its own `_name_or_path` where it has
+    one; `model.lora` / `model.finetune` apply). `stream`: a `TaskStream` instead of `data.*`;
+    `overwrite`: clear a run directory that holds no checkpoint of this run. A run directory
+    with a checkpoint of this run resumes.
     """
 
     def __init__(
@@ -117,7 +118,7 @@ class Continual:
         else:
             cfg = load_config(config, list(overrides))
         check_trainer(trainer, cfg)
-        cfg = config_from_args(cfg, trainer.args)
+        cfg = config_from_args(cfg, trainer.args, trainer.model)
         self.trainer = trainer
         self._args = {name: getattr(trainer.args, name) for name in CHANGED_ARGS}
         trainer.__class__ = continual_class(type(trainer))

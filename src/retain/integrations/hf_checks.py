@@ -141,12 +141,17 @@ def check_lengths(
                 )
 
 
-def config_from_args(config: RunConfig, args: Any) -> RunConfig:
+def config_from_args(config: RunConfig, args: Any, model: Any = None) -> RunConfig:
     """The run's config with the optimisation settings the Trainer will use, so config.yaml,
     the resume check and the fingerprint describe what trained: TrainingArguments win for batch
     size, accumulation, learning rate, weight decay, clipping, warm-up (a ratio), precision and
-    seed; the Trainer reports to its own trackers (retain's `train.report_to` is off)."""
+    seed; the Trainer reports to its own trackers (retain's `train.report_to` is off); the
+    model's own name (`config._name_or_path`), where it has one, is `model.name_or_path`, so
+    `retain eval` loads the model that trained."""
     data = config.model_dump(mode="json")
+    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if isinstance(name, str) and name:
+        data["model"]["name_or_path"] = name
     train = data["train"]
     train["batch_size"] = int(args.per_device_train_batch_size)
     train["grad_accum"] = int(args.gradient_accumulation_steps)

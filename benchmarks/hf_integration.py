@@ -5,8 +5,9 @@ Each round trains, on the same model, rows, batch size and optimizer:
   - `plain`: a plain `Trainer` on the second task's rows (its own collator and loss);
   - one run per method through `Continual` (sequential, fixed, mssr by default), whose
     second task is timed (the task where replay mixes earlier rows in).
-A step's time is the wall-clock between two consecutive `on_step_end` callbacks (loading,
-forward, backward, optimizer, and retain's end of step), first step of a task left out. A
+A step's time is the wall-clock (`--clock cpu`: this process's CPU time) between two
+consecutive `on_step_end` callbacks (loading, forward, backward, optimizer, and retain's end of
+step), first step of a task left out. A
 round's ratio is the method's median step time over `plain`'s; the printed ratio is the median
 over rounds with a 95 % bootstrap interval over rounds. Targets: ≤ 1.05× for `fixed`, ≤ 1.10×
 for `mssr`. Arms alternate inside each round, so machine load hits them alike. A second column
@@ -40,7 +41,10 @@ TARGETS = {"fixed": 1.05, "mssr": 1.10}
 
 
 class StepClock(TrainerCallback):
-    """Wall-clock between consecutive optimizer steps of one `train()` call."""
+    """Time between consecutive optimizer steps of one `train()` call: wall-clock, or this
+    process's CPU time (`--clock cpu`, which other jobs on a shared machine hardly change)."""
+
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -51,7 +55,7 @@ class StepClock(TrainerCallback):
         self.times = []
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         if self._last is not None:
             self.times.append(now - self._last)
         self._last = now
@@ -140,7 +144,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rows", type=int, default=64, help="train rows per task")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     opts = parser.parse_args()
+    if opts.clock == "cpu":
+        StepClock.clock = staticmethod(time.process_time)
     methods = opts.methods.split(",")
     ratios: dict[str, list[float]] = {m: [] for m in methods}
     own: dict[str, list[float]] = {m: [] for m in methods}  # vs sequential through retain
@@ -160,8 +167,9 @@ def main() -> None:
                 for method in methods:
                     own[method].append(medians[method] / medians["sequential"])
             print(", ".join(line), flush=True)
-    print(f"\n{opts.model}, batch {opts.batch}, {opts.steps} steps per arm, {opts.rounds} rounds;"
-          f" plain Trainer median {statistics.median(plain_medians) * 1000:.1f} ms/step")
+    print(f"\n{opts.model}, batch {opts.batch}, {opts.steps} steps per arm, {opts.rounds} rounds,"
+          f" {opts.clock} clock; plain Trainer median"
+          f" {statistics.median(plain_medians) * 1000:.1f} ms/step")
     print("| method | time per step vs plain Trainer | vs sequential through retain | target |")
     print("|---|---|---|---|")
     for method in methods:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from accelerate.state import AcceleratorState
 
 from tests.integration_hf_helpers import (
     adapter_difference,
@@ -21,13 +22,26 @@ from tests.integration_hf_helpers import (
 )
 
 
+@pytest.fixture
+def fresh_precision():
+    """accelerate keeps one precision per process unless its state is reset (as
+    TrainingArguments resets it): reset before and after, so other tests build their own."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.parametrize(("method", "accum", "bf16"), [
     ("sequential", 2, False),  # gradient accumulation
     ("fixed", 1, False),
     ("sequential", 1, True),  # TrainingArguments(bf16=True): autocast on the CPU as well
 ])
-def test_the_trainer_gives_the_score_matrix_of_retain_run(tmp_path, method, accum, bf16) -> None:
+def test_the_trainer_gives_the_score_matrix_of_retain_run(
+    tmp_path, request, method, accum, bf16
+) -> None:
     precision = ["train.mixed_precision=bf16"] if bf16 else []
+    if bf16:
+        request.getfixturevalue("fresh_precision")
     cli = retain_run(tmp_path / "cli", method, accum, *precision).run_dir
     hf = trainer_run(tmp_path / "hf", method, accum, bf16=bf16).run_dir
     assert ("mixed_precision: bf16" in (hf / "config.yaml").read_text()) == bf16
@@ -47,3 +61,4 @@ def test_the_trainer_gives_the_score_matrix_of_retain_run(tmp_path, method, accu
     for name in ("report.html", "config.yaml", "fingerprint.json", "examples.npz"):
         assert (hf / name).exists(), name
     assert (hf / "adapters" / "task_2" / "adapter_config.json").exists()
+

@@ -38,6 +38,8 @@ class EWCPlugin(Plugin):
         self.name = method
         self.consolidated: list[Pair] = []
         self._params: dict[str, torch.nn.Parameter] | None = None
+        self._device: torch.device | None = None
+        """Where `consolidated` lives once moved to the parameters' device."""
 
     def _named(self, ctx: Context) -> dict[str, torch.nn.Parameter]:
         if self._params is None:
@@ -51,10 +53,12 @@ class EWCPlugin(Plugin):
             return {}
         params = self._named(ctx)
         device = next(iter(params.values())).device
-        self.consolidated = [
-            ({k: v.to(device) for k, v in f.items()}, {k: v.to(device) for k, v in a.items()})
-            for f, a in self.consolidated
-        ]  # tensors restored from a checkpoint arrive on the CPU; a no-op afterwards
+        if self._device != device:  # tensors restored from a checkpoint arrive on the CPU
+            self.consolidated = [
+                ({k: v.to(device) for k, v in f.items()}, {k: v.to(device) for k, v in a.items()})
+                for f, a in self.consolidated
+            ]
+            self._device = device
         return {"ewc": self.config.ewc.weight * penalty(params, self.consolidated)}
 
     def on_task_end(self, ctx: Context, task: Task) -> None:
@@ -89,3 +93,4 @@ class EWCPlugin(Plugin):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.consolidated = [(p["fisher"], p["anchor"]) for p in state["consolidated"]]
+        self._device = None

@@ -21,8 +21,9 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from retain.config import RunConfig
+from retain.config import ConfigError, RunConfig
 from retain.data.encoding import (
+    Batch,
     SampleStore,
     collate,
     encode_train_example,
@@ -35,14 +36,14 @@ from retain.eval.evaluate import (
     score_type,
 )
 from retain.eval.row import RowEvaluator
-from retain.methods.base import Context, Plugin, overrides
+from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
 from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
 from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers, check_tracker
 from retain.train import fsdp  # retain's own FSDP2 (train.sharding=fsdp2)
-from retain.train.batches import task_planner
+from retain.train.batches import StepPlan, StepPlanner, task_planner
 from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
 from retain.train.distributed import (
     check_process_count,
@@ -79,9 +80,11 @@ class ContinualTrainer:
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
         overwrite: bool = False,
+        accelerator: Accelerator | None = None,
     ) -> None:
         """`overwrite`: clear a run directory that holds no checkpoint of this run (--overwrite);
-        without it such a directory is refused, never overwritten."""
+        without it such a directory is refused, never overwritten. `accelerator`: one owned by
+        another trainer (retain.integrations.hf), which then prepares the model itself."""
         from retain.data.streams import load_stream
         from retain.eval.matrix import ScoreMatrix
         from retain.models.adapters import prepare_for_finetuning
@@ -98,7 +101,7 @@ class ContinualTrainer:
         self.plugins: list[Plugin] = build_plugins(config)
         # adapter methods freeze some of their parameters per task: DDP must expect that
         unused = any(p.ddp_find_unused_parameters for p in self.plugins)
-        self.accelerator = Accelerator(
+        self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed_precision(config),
             cpu=cpu_only(),
             log_with=report_to,
@@ -148,9 +151,14 @@ class ContinualTrainer:
         for plugin in self.plugins_with("wrap_model"):
             model = plugin.wrap_model(self.ctx, model)
         if config.train.sharding == fsdp.FSDP_SHARDING:
+            if accelerator is not None:
+                raise ConfigError(
+                    "train.sharding=fsdp2 shards in retain's own loop; under a Trainer use its "
+                    "own FSDP settings (TrainingArguments.fsdp) and leave train.sharding at none"
+                )
             self.model = fsdp.shard_model(model, self.accelerator, self.plugins)
         else:
-            self.model = self.accelerator.prepare(model)
+            self.model = model if accelerator is not None else self.accelerator.prepare(model)
         self.ctx.model = self.model
         self.ctx.bind_model(  # the plugin context's model services (methods/services.py)
             self.accelerator.unwrap_model(self.model), backbone, forward,
@@ -240,9 +248,9 @@ class ContinualTrainer:
             self.scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
         self.optimizer = self.accelerator.prepare(optimizer)
 
-    def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
+    def begin_task(self, t: int) -> tuple[list[int], int]:
+        """A task's training pool (after `task_data`) and optimizer steps; `on_task_start` runs."""
         task = self.stream.tasks[t]
-        tc = self.config.train
         ctx = self.ctx
         pool = list(ctx.task_samples[t])
         for plugin in self.plugins_with("task_data"):
@@ -253,80 +261,73 @@ class ContinualTrainer:
         ctx.task_index, ctx.steps_in_task, ctx.task_step = t, steps, 0
         for plugin in self.plugins_with("on_task_start"):
             plugin.on_task_start(ctx, task)
-        self._new_optimizer(steps, task_lr(task.budget, tc.lr))
-        if resume_state is not None:
-            fsdp.load_optimizer_state(self.model, self.optimizer, resume_state["optimizer"])
-            self.scheduler.load_state_dict(resume_state["scheduler"])
-            restore_rng(self, resume_state)  # plugins were restored before on_task_start
-            ctx.task_step = start_step
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        # the same global order on every rank (see train/batches.py)
-        planner = task_planner(
-            self.store, pool, self.config.seed, t, ctx, tc.batch_size * world, tc.grad_accum,
+        return pool, steps
+
+    def planner_for(self, t: int, pool: list[int]) -> StepPlanner:
+        """The same global order on every rank (see train/batches.py)."""
+        tc = self.config.train
+        return task_planner(
+            self.store, pool, self.config.seed, t, self.ctx,
+            tc.batch_size * self.accelerator.num_processes, tc.grad_accum,
             self.plugins_with("compose_batch"), self.plugins_with("compose_step"),
             self.reserved_rows(),
         )
-        lossers, after = self.plugins_with("extra_loss"), self.plugins_with("after_step")
+
+    def end_step(
+        self,
+        t: int,
+        steps: int,
+        plan: StepPlan,
+        micro: list[tuple[Batch, StepOutputs]],
+        step_losses: dict[str, Any],
+        step_start: float,
+    ) -> float | None:
+        """After the optimizer step: counters, `after_step` on the global view, the step's log
+        record (every `train.log_every`); returns the logged loss, or None."""
+        ctx, tc = self.ctx, self.config.train
         pad_id = int(self.tokenizer.pad_token_id)
-        self.model.train()
-        task_start, task_cpu = time.perf_counter(), time.process_time()
-        bar = progress(
-            steps, f"task {t + 1}/{len(self.stream)} {task.name}", tc.progress, start_step
+        ctx.task_step += 1
+        ctx.global_step += 1
+        after = self.plugins_with("after_step")
+        for batch, outputs in global_view(self.accelerator, plan, micro, self.store, pad_id):
+            for plugin in after:
+                plugin.after_step(ctx, batch, outputs)
+        tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
+        ctx.count("samples", samples)
+        ctx.count("tokens", tokens)
+        ctx.count("replayed_rows", replayed)
+        if plan.general_rows:
+            ctx.count("general_rows", plan.general_rows)
+        seconds = time.perf_counter() - step_start
+        if not (ctx.task_step % tc.log_every == 0 or ctx.task_step == steps):
+            return None
+        record_losses = reduce_losses(self.accelerator, step_losses)
+        loss_value = sum(record_losses.values())
+        self.log.write(
+            {
+                "type": "step",
+                "step": ctx.global_step,
+                "task": t,
+                "task_step": ctx.task_step,
+                "loss": loss_value,
+                "losses": record_losses,
+                "tokens": tokens,
+                "samples": samples,
+                "replayed": replayed,
+                **({"general": plan.general_rows} if plan.general_rows else {}),
+                "seconds": seconds,
+                "tokens_per_s": tokens / seconds if seconds > 0 else None,
+                "lr": self.scheduler.get_last_lr()[0],
+            }
         )
-        for step in range(start_step, steps):
-            step_start = time.perf_counter()
-            plan = planner.plan(step)
-            batches = [collate(self.store, p, pad_id) for p in plan.local(rank, world)]
-            tokens, samples, replayed = plan.tokens, plan.samples, plan.replayed  # global
-            scales = LossScales.of(plan, world)  # see train/step.py
-            step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
-            fsdp.sync_replicated_grads(self.model)  # sharded runs only
-            stop_if_non_finite(self, step_losses, t, task_lr(task.budget, tc.lr))
-            if tc.max_grad_norm is not None:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            ctx.task_step += 1
-            ctx.global_step += 1
-            for batch, outputs in global_view(self.accelerator, plan, micro, self.store, pad_id):
-                for plugin in after:
-                    plugin.after_step(ctx, batch, outputs)
-            ctx.count("samples", samples)
-            ctx.count("tokens", tokens)
-            ctx.count("replayed_rows", replayed)
-            if plan.general_rows:
-                ctx.count("general_rows", plan.general_rows)
-            seconds = time.perf_counter() - step_start
-            if ctx.task_step % tc.log_every == 0 or ctx.task_step == steps:
-                record_losses = reduce_losses(self.accelerator, step_losses)
-                loss_value = sum(record_losses.values())
-                bar.set_postfix(loss=f"{loss_value:.3f}")
-                self.log.write(
-                    {
-                        "type": "step",
-                        "step": ctx.global_step,
-                        "task": t,
-                        "task_step": ctx.task_step,
-                        "loss": loss_value,
-                        "losses": record_losses,
-                        "tokens": tokens,
-                        "samples": samples,
-                        "replayed": replayed,
-                        **({"general": plan.general_rows} if plan.general_rows else {}),
-                        "seconds": seconds,
-                        "tokens_per_s": tokens / seconds if seconds > 0 else None,
-                        "lr": self.scheduler.get_last_lr()[0],
-                    }
-                )
-            bar.update(1)
-            every = tc.checkpoint_every
-            if every and ctx.task_step % every == 0 and ctx.task_step < steps:
-                self.save(t, ctx.task_step, "train")
-        bar.close()
+        return float(loss_value)
+
+    def end_task(self, t: int, steps: int, task_start: float, task_cpu: float) -> None:
+        """`on_task_end`, the ranks' plugin digests and the task's cost record."""
+        task, ctx = self.stream.tasks[t], self.ctx
         for plugin in self.plugins_with("on_task_end"):
             plugin.on_task_end(ctx, task)
-        if world > 1:  # every rank must hold the same plugin state; the log shows it did
+        if self.accelerator.num_processes > 1:  # every rank must hold the same plugin state
             with fsdp.gathered(self.model):  # plugin tensors that live in the model, whole
                 digests = plugin_state_digests(self.accelerator, self.plugins)
             self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
@@ -345,6 +346,49 @@ class ContinualTrainer:
                 "counters": dict(ctx.counters),
             }
         )
+
+    def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
+        task = self.stream.tasks[t]
+        tc = self.config.train
+        ctx = self.ctx
+        pool, steps = self.begin_task(t)
+        self._new_optimizer(steps, task_lr(task.budget, tc.lr))
+        if resume_state is not None:
+            fsdp.load_optimizer_state(self.model, self.optimizer, resume_state["optimizer"])
+            self.scheduler.load_state_dict(resume_state["scheduler"])
+            restore_rng(self, resume_state)  # plugins were restored before on_task_start
+            ctx.task_step = start_step
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        planner = self.planner_for(t, pool)
+        lossers = self.plugins_with("extra_loss")
+        pad_id = int(self.tokenizer.pad_token_id)
+        self.model.train()
+        task_start, task_cpu = time.perf_counter(), time.process_time()
+        bar = progress(
+            steps, f"task {t + 1}/{len(self.stream)} {task.name}", tc.progress, start_step
+        )
+        for step in range(start_step, steps):
+            step_start = time.perf_counter()
+            plan = planner.plan(step)
+            batches = [collate(self.store, p, pad_id) for p in plan.local(rank, world)]
+            scales = LossScales.of(plan, world)  # see train/step.py
+            step_losses, micro = accumulate_gradients(self, batches, scales, lossers)
+            fsdp.sync_replicated_grads(self.model)  # sharded runs only
+            stop_if_non_finite(self, step_losses, t, task_lr(task.budget, tc.lr))
+            if tc.max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_value = self.end_step(t, steps, plan, micro, step_losses, step_start)
+            if loss_value is not None:
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.update(1)
+            every = tc.checkpoint_every
+            if every and ctx.task_step % every == 0 and ctx.task_step < steps:
+                self.save(t, ctx.task_step, "train")
+        bar.close()
+        self.end_task(t, steps, task_start, task_cpu)
 
     def run(self) -> RunResult:
         # restored from the newest intact checkpoint (data fingerprint checked), or None

@@ -134,42 +134,53 @@ def micro_batch_losses(
     }
 
 
+def micro_batch_loss(
+    trainer: ContinualTrainer,
+    model: torch.nn.Module,
+    batch: Batch,
+    scales: LossScales,
+    lossers: list[Plugin],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], StepOutputs]:
+    """One micro-batch's share of the step's loss (task CE, general CE, plugin losses), its
+    named parts (detached, this rank's share) and the outputs plugins see; no backward (the
+    caller's, or the HF Trainer's in retain.integrations.hf)."""
+    world = trainer.accelerator.num_processes
+    outputs, nll_sum = forward(model, batch, trainer.hidden_source, trainer.full_logits)
+    if any(p.ce_per_micro_batch for p in lossers):
+        parts = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
+    else:
+        parts = group_losses(nll_sum, batch, scales)
+    loss = parts["task"]
+    if "general_lm" in parts:
+        loss = loss + parts["general_lm"]
+    named = {name: part.detach() / world for name, part in parts.items()}
+    for plugin in lossers:
+        for name, value in plugin.extra_loss(trainer.ctx, batch, outputs).items():
+            weighted = scales.weigh(plugin, batch, value)
+            loss = loss + weighted
+            named[name] = weighted.detach()
+    return loss, named, outputs
+
+
 def accumulate_gradients(
     trainer: ContinualTrainer, batches: list[Batch], scales: LossScales, lossers: list[Plugin]
 ) -> tuple[dict[str, Any], list[tuple[Batch, StepOutputs]]]:
     """Backward over every micro-batch (gradients synchronised on the last one only); returns
     the step's named losses (detached, this rank's share) and the detached outputs."""
-    accelerator, model, ctx = trainer.accelerator, trainer.model, trainer.ctx
-    world = accelerator.num_processes
+    accelerator, model = trainer.accelerator, trainer.model
     step_losses: dict[str, Any] = {}
     micro: list[tuple[Batch, StepOutputs]] = []
-    per_micro_batch = any(p.ce_per_micro_batch for p in lossers)
     for m, batch in enumerate(batches):
         batch = batch.to(trainer.device)
         sync = m == len(batches) - 1
         with accelerator.no_sync(model) if not sync else nullcontext():
             with accelerator.autocast():
-                outputs, nll_sum = forward(
-                    model, batch, trainer.hidden_source, trainer.full_logits
-                )
-                if per_micro_batch:
-                    parts = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
-                else:
-                    parts = group_losses(nll_sum, batch, scales)
-                loss = parts["task"]
-                if "general_lm" in parts:
-                    loss = loss + parts["general_lm"]
-                named = {name: part.detach() / world for name, part in parts.items()}
-                for plugin in lossers:
-                    for name, value in plugin.extra_loss(ctx, batch, outputs).items():
-                        weighted = scales.weigh(plugin, batch, value)
-                        loss = loss + weighted
-                        named[name] = weighted.detach()
+                loss, named, outputs = micro_batch_loss(trainer, model, batch, scales, lossers)
             accelerator.backward(loss)
         for name, value in named.items():
             step_losses[name] = step_losses.get(name, 0.0) + value
         micro.append((batch, outputs.detached()))
-        del outputs, loss, parts
+        del outputs, loss
     return step_losses, micro
 
 

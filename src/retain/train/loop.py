@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from retain.config import ConfigError, RunConfig
 from retain.data.encoding import (
@@ -44,15 +43,16 @@ from retain.results.examples import ExampleResults
 from retain.results.trackers import Trackers, check_tracker
 from retain.train import fsdp  # retain's own FSDP2 (train.sharding=fsdp2)
 from retain.train.batches import StepPlan, StepPlanner, task_planner
-from retain.train.devices import cpu_only, mixed_precision, peak_memory_mb, reset_peak_memory
+from retain.train.devices import cpu_only, mixed_precision, reset_peak_memory
 from retain.train.distributed import (
     check_process_count,
     global_view,
     plugin_state_digests,
-    reduce_losses,
 )
 from retain.train.evaluation import evaluate_stage, export_adapter, score_examples
+from retain.train.optim import new_optimizer
 from retain.train.outcome import final_metrics
+from retain.train.records import step_record, task_end_record
 from retain.train.resume import (
     load_resume_state,
     open_run_dir,
@@ -236,17 +236,9 @@ class ContinualTrainer:
 
     # ----------------------------------------------------------------- training
     def _new_optimizer(self, steps: int, lr: float) -> None:
-        tc = self.config.train
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
-        # The schedule counts global optimizer steps. It is not handed to accelerate, whose
-        # wrapper would step it once per process (warm-up over after 1/N of it, LR 0 halfway).
-        warmup = int(round(tc.warmup_ratio * steps))
-        if tc.lr_schedule == "constant":
-            self.scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-        else:
-            self.scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
-        self.optimizer = self.accelerator.prepare(optimizer)
+        self.optimizer, self.scheduler = new_optimizer(
+            self.model, self.accelerator, self.config.train, steps, lr
+        )
 
     def begin_task(self, t: int) -> tuple[list[int], int]:
         """A task's training pool (after `task_data`) and optimizer steps; `on_task_start` runs."""
@@ -301,26 +293,7 @@ class ContinualTrainer:
         seconds = time.perf_counter() - step_start
         if not (ctx.task_step % tc.log_every == 0 or ctx.task_step == steps):
             return None
-        record_losses = reduce_losses(self.accelerator, step_losses)
-        loss_value = sum(record_losses.values())
-        self.log.write(
-            {
-                "type": "step",
-                "step": ctx.global_step,
-                "task": t,
-                "task_step": ctx.task_step,
-                "loss": loss_value,
-                "losses": record_losses,
-                "tokens": tokens,
-                "samples": samples,
-                "replayed": replayed,
-                **({"general": plan.general_rows} if plan.general_rows else {}),
-                "seconds": seconds,
-                "tokens_per_s": tokens / seconds if seconds > 0 else None,
-                "lr": self.scheduler.get_last_lr()[0],
-            }
-        )
-        return float(loss_value)
+        return step_record(self, t, plan, step_losses, seconds)
 
     def end_task(self, t: int, steps: int, task_start: float, task_cpu: float) -> None:
         """`on_task_end`, the ranks' plugin digests and the task's cost record."""
@@ -333,19 +306,7 @@ class ContinualTrainer:
             self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
             if len(set(digests)) != 1:
                 raise RuntimeError(f"plugin states differ across ranks after task {task.name}")
-        self.log.write(
-            {
-                "type": "task_end",
-                "task": t,
-                "name": task.name,
-                "steps": steps,
-                "seconds": time.perf_counter() - task_start,
-                "cpu_seconds": time.process_time() - task_cpu,  # this process's, all threads
-                "peak_memory_mb": peak_memory_mb(self.device),
-                "peak_memory_scope": self.peak_memory_scope,
-                "counters": dict(ctx.counters),
-            }
-        )
+        task_end_record(self, t, steps, task_start, task_cpu)
 
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
         task = self.stream.tasks[t]

@@ -177,6 +177,7 @@ def test_a_shared_prefix_is_computed_once_and_changes_nothing(tiny) -> None:
     assert common_prefix_length(prompts) == 20
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps a token of its own
     assert shared_prefix(model, prompts) is not None
+    assert shared_prefix(model, prompts[:1]) is None  # one prompt: nothing to share with
     eos = generate(model, prompts, 258, None, 10)[0][2]
     for bs in (2, 6):
         scores, outputs = score_and_generate(model, prompts, options, 258, eos, 10, bs)

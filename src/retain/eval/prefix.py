@@ -51,8 +51,9 @@ class SharedPrefix:
 
 @torch.no_grad()
 def shared_prefix(model: torch.nn.Module, prompts: Sequence[Sequence[int]]) -> SharedPrefix | None:
-    """The cell's prefix cache, or None when the prefix is too short to pay (or disabled)."""
-    if os.environ.get(DISABLE_ENV) == "1":
+    """The cell's prefix cache, or None when the prefix is too short to pay, when there is a
+    single prompt (nothing to share it with), or when disabled."""
+    if os.environ.get(DISABLE_ENV) == "1" or len(prompts) < 2:
         return None
     n = common_prefix_length(prompts)
     if n < MIN_PREFIX:

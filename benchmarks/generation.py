@@ -12,17 +12,22 @@ longest label), measured side by side in one process, per task and in total:
 Outputs of retain are compared with HF per prompt; each mismatch is shown with the gap between
 the two top logits where the two first differ (a near-tie when < 1e-4).
 
+Each round times the four ways on every task, the order of the ways alternating between rounds;
+the ratios are medians of per-round paired ratios with an order-statistic interval over rounds
+(`benchmarks/rounds.py`), for wall-clock and CPU time; per task, the median ratio (descriptive).
+
     nice -n 5 .venv/bin/python benchmarks/generation.py [--stream olora-standard-1] [--n 50]
+        [--rounds 6]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
+import statistics
 from typing import Any
 
 import torch
+from rounds import Goal, Timing, measure, time_ratio_lines
 
 from retain.config import DataConfig, ModelConfig
 from retain.data.streams import load_stream
@@ -31,12 +36,6 @@ from retain.eval.decode import fast_generate
 from retain.eval.evaluate import encode_eval_set, model_context_length
 from retain.eval.scoring import generate
 from retain.models.loading import load_backbone
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -55,23 +54,28 @@ def _first_difference(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _measure(
-    model: torch.nn.Module, tok: Any, data: Any, bs: int
-) -> tuple[list[list[int]], list[list[int]], list[list[int]], tuple[float, ...]]:
-    """(HF per-prompt outputs, retain's, both scorers', (seconds of the four ways))."""
+WAYS = ("single", "batched", "ours", "both")
+
+
+def _ways(model: torch.nn.Module, tok: Any, data: Any, bs: int) -> dict[str, Any]:
+    """The four ways of one task's prompts, as callables returning their outputs."""
     pad, eos = int(tok.pad_token_id), tok.eos_token_id
     new, stop, prompts = data.max_new_tokens, data.task.stop, data.prompts
-    fast_generate(model, prompts[:2], pad, eos, new, bs, stop=stop, tokenizer=tok)  # warm-up
-    single, t_single = _timed(lambda: [
-        generate(model, [p], pad, eos, new, 1, stop=stop, tokenizer=tok)[0] for p in prompts
-    ])
-    _, t_batched = _timed(lambda: generate(
-        model, prompts, pad, eos, new, bs, stop=stop, tokenizer=tok))
-    ours, t_ours = _timed(lambda: fast_generate(
-        model, prompts, pad, eos, new, bs, stop=stop, tokenizer=tok))
-    (_, both_out), t_both = _timed(lambda: score_and_generate(
-        model, prompts, data.options, pad, eos, new, bs, stop=stop, tokenizer=tok))
-    return single, ours, both_out, (t_single, t_batched, t_ours, t_both)
+    return {
+        "single": lambda: [
+            generate(model, [p], pad, eos, new, 1, stop=stop, tokenizer=tok)[0] for p in prompts
+        ],
+        "batched": lambda: generate(model, prompts, pad, eos, new, bs, stop=stop, tokenizer=tok),
+        "ours": lambda: fast_generate(model, prompts, pad, eos, new, bs, stop=stop, tokenizer=tok),
+        "both": lambda: score_and_generate(
+            model, prompts, data.options, pad, eos, new, bs, stop=stop, tokenizer=tok
+        )[1],
+    }
+
+
+def _ratios(num: list[Timing], den: list[Timing]) -> str:
+    """Median wall-clock ratio of a task over rounds (descriptive)."""
+    return f"{statistics.median(a.wall / b.wall for a, b in zip(num, den, strict=True)):.2f}x"
 
 
 def main() -> None:
@@ -82,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
+    parser.add_argument("--rounds", type=int, default=6, help="paired rounds (>= 6 for a verdict)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tok = load_backbone(ModelConfig(name_or_path=args.model))
@@ -93,42 +98,53 @@ def main() -> None:
     bs = args.batch_size
     print(f"model {args.model}, stream {args.stream}, {args.n} test prompts per task, "
           f"batch {bs}, threads {torch.get_num_threads()}")
-    head = f"{'task':<10}{'n':>4}{'new':>5}{'HF 1-by-1':>11}{'HF batch':>10}{'retain':>9}" \
-           f"{'both':>8}{'x 1-by-1':>10}{'x batch':>9}{'both/gen':>10}{'mism.':>7}"
-    print(head)
-    total = dict.fromkeys(("single", "batched", "ours", "both"), 0.0)
+    chosen = set(args.tasks.split(",")) if args.tasks else None
+    tasks = [t for t in stream.tasks if chosen is None or t.name in chosen]
+    sets = {t.name: encode_eval_set(tok, t, t.test, context_length=context) for t in tasks}
+    ways = {name: _ways(model, tok, data, bs) for name, data in sets.items()}
+    for data in sets.values():  # warm-up
+        fast_generate(model, data.prompts[:2], int(tok.pad_token_id), tok.eos_token_id,
+                      data.max_new_tokens, bs, stop=data.task.stop, tokenizer=tok)
+    times: dict[str, dict[str, list[Timing]]] = {n: {w: [] for w in WAYS} for n in sets}
+    outputs: dict[str, dict[str, Any]] = {n: {} for n in sets}
+    for r in range(args.rounds):
+        order = WAYS if r % 2 == 0 else WAYS[::-1]
+        for name in sets:
+            for way in order:
+                out, t = measure(ways[name][way])
+                times[name][way].append(t)
+                outputs[name].setdefault(way, out)  # outputs of the first round
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
     count = mismatched = 0
     gaps: list[float] = []
-    chosen = set(args.tasks.split(",")) if args.tasks else None
-    for task in stream.tasks:
-        if chosen is not None and task.name not in chosen:
-            continue
-        data = encode_eval_set(tok, task, task.test, context_length=context)
-        assert data.options is not None
-        new, prompts = data.max_new_tokens, data.prompts
-        single, ours, both_out, times = _measure(model, tok, data, bs)
-        t_single, t_batched, t_ours, t_both = times
+    print(f"{'task':<10}{'n':>4}{'new':>5}{'x 1-by-1':>10}{'x batch':>9}{'both/gen':>10}"
+          f"{'mism.':>7}  (median wall-clock ratios over rounds)")
+    for name, data in sets.items():
+        single, ours, both = (outputs[name][w] for w in ("single", "ours", "both"))
         miss = [i for i, (a, b) in enumerate(zip(ours, single, strict=True)) if a != b]
-        miss_both = sum(a != b for a, b in zip(both_out, ours, strict=True))
         for i in miss:
             k = _first_difference(ours[i], single[i])
-            gaps.append(_top2_gap(model, prompts[i], single[i][:k]))
-        count += len(prompts)
+            gaps.append(_top2_gap(model, data.prompts[i], single[i][:k]))
+        miss_both = sum(a != b for a, b in zip(both, ours, strict=True))
+        count += len(data.prompts)
         mismatched += len(miss)
-        for key, t in (("single", t_single), ("batched", t_batched), ("ours", t_ours),
-                       ("both", t_both)):
-            total[key] += t
-        print(f"{task.name:<10}{len(prompts):>4}{new:>5}{t_single:>10.1f}s{t_batched:>9.1f}s"
-              f"{t_ours:>8.1f}s{t_both:>7.1f}s{t_single / t_ours:>9.2f}x{t_batched / t_ours:>8.2f}x"
-              f"{t_both / t_ours:>9.2f}x{len(miss):>7}"
+        t = times[name]
+        print(f"{name:<10}{len(data.prompts):>4}{data.max_new_tokens:>5}"
+              f"{_ratios(t['single'], t['ours']):>10}{_ratios(t['batched'], t['ours']):>9}"
+              f"{_ratios(t['both'], t['ours']):>10}{len(miss):>7}"
               + (f"  (both vs retain: {miss_both} differ)" if miss_both else ""))
-    t = total
-    print(f"{'total':<10}{count:>4}{'':>5}{t['single']:>10.1f}s{t['batched']:>9.1f}s"
-          f"{t['ours']:>8.1f}s{t['both']:>7.1f}s{t['single'] / t['ours']:>9.2f}x"
-          f"{t['batched'] / t['ours']:>8.2f}x{t['both'] / t['ours']:>9.2f}x{mismatched:>7}")
-    print(f"retain vs HF per prompt: {t['single'] / t['ours']:.2f}x (target >= 3); vs HF batched: "
-          f"{t['batched'] / t['ours']:.2f}x (target >= 1.3); both scorers / generation alone: "
-          f"{t['both'] / t['ours']:.2f} (target <= 1.4)")
+    total = {w: [Timing(sum(times[n][w][r].wall for n in sets),
+                        sum(times[n][w][r].cpu for n in sets)) for r in range(args.rounds)]
+             for w in WAYS}
+    for line in (
+        *time_ratio_lines("retain vs HF per prompt (speed-up)", total["single"], total["ours"],
+                          Goal(3.0, at_most=False)),
+        *time_ratio_lines("retain vs HF batched (speed-up)", total["batched"], total["ours"],
+                          Goal(1.3, at_most=False)),
+        *time_ratio_lines("both scorers / generation alone (cost)", total["both"], total["ours"],
+                          Goal(1.4)),
+    ):
+        print(line)
     near = sum(g < 1e-4 for g in gaps)
     print(f"outputs differing from HF per prompt: {mismatched}/{count} "
           f"({100 * mismatched / max(count, 1):.2f} %), near-ties (top-2 logit gap < 1e-4): "

@@ -199,7 +199,10 @@ def non_finite(trainer: ContinualTrainer, step_losses: dict[str, Any]) -> str | 
     if getattr(accelerator, "scaler", None) is None:
         grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
         if grads:
-            values.append(torch.nn.utils.get_total_norm(grads).float().to(trainer.device))
+            norm = torch.nn.utils.get_total_norm(grads)
+            if hasattr(norm, "full_tensor"):  # FSDP2 shards: a DTensor, reduced over the mesh
+                norm = norm.full_tensor()
+            values.append(norm.float().to(trainer.device))
     stacked = torch.stack(values)
     bad = (~torch.isfinite(stacked)).float()
     if accelerator.num_processes > 1:

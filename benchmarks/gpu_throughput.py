@@ -3,9 +3,11 @@
 Same model (loaded twice from the same source, same LoRA), same batches (drawn and collated by
 retain's code, handed to `Trainer` pre-collated in the same order), same precision, optimiser
 (AdamW, same lr, cosine schedule with warm-up) and gradient clipping. Each side runs a warm-up
-round first; the timed rounds alternate between the two. With `--sharding fsdp2` retain's side
-runs sharded with FSDP2 (`train.sharding=fsdp2`; a single rank here: a one-process group of its
-own), which is how the sharded path is exercised on the one GPU a session may be lent.
+round first; the timed rounds alternate which side goes first, and the ratio is the median of
+the per-round paired ratios with an order-statistic interval over rounds (`rounds.py`). With
+`--sharding fsdp2` retain's side runs sharded with FSDP2 (`train.sharding=fsdp2`; a single
+rank here: a one-process group of its own), which is how the sharded path is exercised on
+the one GPU a session may be lent.
 
 `--layers/--hidden/--heads` build a random Llama from its config (byte vocabulary) instead of
 loading weights: a model of a realistic size without shipping its weights to the machine.
@@ -28,6 +30,7 @@ import time
 from typing import Any
 
 import torch
+from rounds import Goal, Summary, paired_ratios, ratio_lines
 
 
 def _parse() -> argparse.Namespace:
@@ -38,7 +41,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--finetune", choices=["lora", "full"], default="lora")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--precision", choices=["auto", "no", "fp16", "bf16"], default="auto")
@@ -145,24 +148,28 @@ def main() -> None:
 
     retain_round(), trainer_round()  # warm-up: allocator, kernels, compilation caches
     ours, theirs = [], []
-    for r in range(args.rounds):
-        for name, fn, sink in (("retain", retain_round, ours), ("Trainer", trainer_round, theirs)):
+    sides = (("retain", retain_round, ours), ("Trainer", trainer_round, theirs))
+    for r in range(args.rounds):  # paired rounds, the order alternating (benchmarks/rounds.py)
+        for name, fn, sink in sides if r % 2 == 0 else sides[::-1]:
             sink.append(fn())
             print(f"round {r + 1} {name:<8} {sink[-1]:10.1f} tokens/s", flush=True)
-    ratio = statistics.median(ours) / statistics.median(theirs)
+    ratios = paired_ratios(ours, theirs)
+    ratio = Summary.of(ratios)
     result = {
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "model": f"random llama {args.layers}x{args.hidden}" if args.layers else args.model,
         "finetune": args.finetune, "sharding": args.sharding, "precision": precision,
         "steps": args.steps, "batch_size": args.batch_size, "tokens_per_round": tokens,
         "retain_tokens_per_s": statistics.median(ours),
-        "trainer_tokens_per_s": statistics.median(theirs), "ratio": ratio,
+        "trainer_tokens_per_s": statistics.median(theirs), "ratio": ratio.median,
+        "ratio_interval": [ratio.low, ratio.high], "ratio_confidence": ratio.confidence,
         "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20
         if device.type == "cuda" else None,
     }
     print(json.dumps(result))
-    print(f"retain / Trainer tokens/s (median of {args.rounds} rounds): {ratio:.3f}"
-          "  (target >= 1.0)")
+    for line in ratio_lines("retain / Trainer tokens/s", {"wall-clock": ratios},
+                            Goal(1.0, at_most=False)):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -198,11 +198,10 @@ def non_finite(trainer: ContinualTrainer, step_losses: dict[str, Any]) -> str | 
     values = [loss.reshape(()).to(trainer.device)]
     if getattr(accelerator, "scaler", None) is None:
         grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.nn.utils.get_total_norm(grads)
-            if hasattr(norm, "full_tensor"):  # FSDP2 shards: a DTensor, reduced over the mesh
-                norm = norm.full_tensor()
-            values.append(norm.float().to(trainer.device))
+        if grads:  # FSDP2: this rank's shards (DTensors beside replicated tensors under
+            # ProCL); a non-finite shard shows in the flags reduced over ranks below
+            local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+            values.append(torch.nn.utils.get_total_norm(local).float().to(trainer.device))
     stacked = torch.stack(values)
     bad = (~torch.isfinite(stacked)).float()
     if accelerator.num_processes > 1:

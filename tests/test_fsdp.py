@@ -120,7 +120,7 @@ def _general(tmp_path: Path) -> Path:
 def test_plugin_state_is_identical_on_both_sharded_ranks(tmp_path: Path, method: str) -> None:
     """GeRe (with MSSR: replay memory, general rows, targets from the sharded base pass) and
     ProCL (programs rewritten in place, kept replicated) against the replicated (DDP) run."""
-    extra: tuple[str, ...] = (*SHORT, "methods=[procl]")
+    extra: tuple[str, ...] = (*SHORT, f"methods=[{method}]")
     if method == "gere":
         extra = (*SHORT, "methods=[mssr,gere]", "mssr.first_interval_units=0.5",
                  f"general.source={_general(tmp_path)}", "general.size=8",
@@ -179,3 +179,16 @@ def test_a_teacher_forward_on_one_ranks_rows_is_refused_before_sharding() -> Non
         refuse_rank_local_forwards([kl])
     refuse_rank_local_forwards([SimpleNamespace(name="gere", loss="tm", teacher_cached=False)])
     refuse_rank_local_forwards([SimpleNamespace(name="gere_kl", loss="kl", teacher_cached=True)])
+
+
+@pytest.mark.parametrize("method", ["ewc", "lwf"])
+def test_methods_not_yet_sharded_are_refused_at_start(method: str) -> None:
+    """EWC's per-process Fisher pass and LwF's copied teacher fail under FSDP2 (an all-reduce of
+    a DTensor, a deepcopy of a sharded module): refused before sharding, saying why."""
+    from retain.config import load_config
+    from retain.methods.registry import build_plugins
+    from retain.train.fsdp import refuse_rank_local_forwards
+
+    config = load_config(None, ["model.name_or_path=tiny-random", f"methods=[{method}]"])
+    with pytest.raises(ValueError, match=f"cannot run {method} yet.*train.sharding=none"):
+        refuse_rank_local_forwards(build_plugins(config))

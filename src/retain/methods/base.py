@@ -195,6 +195,10 @@ class Plugin:
     by those rows' share of the step's rows, as if each such row carried it alone (GeRe's
     per-row semantics, docs/methods/gere.md)."""
 
+    fsdp2_unsupported: str | None = None
+    """Why the method cannot run under `train.sharding=fsdp2` yet (a run is refused at start,
+    with this reason); None: it can."""
+
     ce_per_micro_batch: bool = False
     """True: the step's CE is taken per micro-batch, as HF Trainer and GeRe's reference code
     take it (`gere_paper`): each micro-batch's loss is the mean of its task rows' and its

@@ -78,6 +78,12 @@ def refuse_rank_local_forwards(plugins: list[Any]) -> None:
     KL/L1/L2 losses under LoRA run the base model (adapter off) on the general rows of a
     rank's own micro-batch only: another rank would wait forever. Refused at start instead."""
     for plugin in plugins:
+        why = getattr(plugin, "fsdp2_unsupported", None)
+        if why:
+            raise ValueError(
+                f"train.sharding=fsdp2 cannot run {plugin.name} yet: {why}; use "
+                "train.sharding=none (DDP) for it"
+            )
         loss = getattr(plugin, "loss", None)
         if loss in ("kl", "l1", "l2") and getattr(plugin, "teacher_cached", True) is False:
             raise ValueError(

@@ -32,6 +32,10 @@ class EWCPlugin(Plugin):
     """
 
     name = "ewc"
+    fsdp2_unsupported = (
+        "its Fisher pass runs each process's own mini-batches through the model, which sharded "
+        "processes must run in lockstep"
+    )
 
     def __init__(self, config: RunConfig, method: str) -> None:
         super().__init__(config)

@@ -29,6 +29,9 @@ class LwFPlugin(Plugin):
     """
 
     name = "lwf"
+    fsdp2_unsupported = (
+        "its frozen teacher is a copy of the model, and a sharded model is not copied"
+    )
     needs_logits = True
     loss_weighting = "answer_tokens"
 

@@ -7,10 +7,11 @@ Each round trains, on the same model, rows, batch size and optimizer:
     second task is timed (the task where replay mixes earlier rows in).
 A step's time is the wall-clock (`--clock cpu`: this process's CPU time) between two
 consecutive `on_step_end` callbacks (loading, forward, backward, optimizer, and retain's end of
-step), first step of a task left out. A
-round's ratio is the method's median step time over `plain`'s; the printed ratio is the median
-over rounds with a 95 % bootstrap interval over rounds. Targets: ≤ 1.05× for `fixed`, ≤ 1.10×
-for `mssr`. Arms alternate inside each round, so machine load hits them alike. A second column
+step), first step of a task left out. A round's ratio is the method's median step time over
+`plain`'s; the printed ratio is the median over rounds with the order-statistic interval over
+rounds and a verdict (`benchmarks/rounds.py`; ≥ 6 rounds for a 95 % interval). Targets: ≤ 1.05×
+for `fixed`, ≤ 1.10× for `mssr`. The arms run back to back in each round, their order
+alternating between rounds, so machine load hits them alike. A second column
 compares with `sequential` through the integration: the method's own cost, apart from retain's
 loss path (which projects only answer positions onto the vocabulary, so it can be cheaper
 than the Trainer's own loss).
@@ -27,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from rounds import Goal, ratio_lines
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
 from retain.config import ModelConfig, load_config
@@ -118,28 +119,11 @@ def retain_times(opts: argparse.Namespace, method: str, out: Path) -> list[float
     return clock.times  # reset at each task's train(): the last task's
 
 
-def interval(values: list[float], seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the median."""
-    if len(values) < 2:
-        return values[0], values[0]
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(values, size=(4000, len(values)), replace=True)
-    medians = np.median(draws, axis=1)
-    return float(np.quantile(medians, 0.025)), float(np.quantile(medians, 0.975))
-
-
-def summary(values: list[float]) -> str:
-    if not values:
-        return "-"
-    low, high = interval(values)
-    return f"{statistics.median(values):.3f}× [{low:.3f}, {high:.3f}]"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-random")
     parser.add_argument("--methods", default="sequential,fixed,mssr")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rows", type=int, default=64, help="train rows per task")
@@ -152,30 +136,36 @@ def main() -> None:
     ratios: dict[str, list[float]] = {m: [] for m in methods}
     own: dict[str, list[float]] = {m: [] for m in methods}  # vs sequential through retain
     plain_medians: list[float] = []
+    arms = ["plain", *methods]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for r in range(opts.rounds):
-            base = statistics.median(plain_times(opts, out))
+            medians: dict[str, float] = {}
+            for arm in arms if r % 2 == 0 else arms[::-1]:  # the order alternates by round
+                times = plain_times(opts, out) if arm == "plain" else retain_times(opts, arm, out)
+                medians[arm] = statistics.median(times)
+            base = medians["plain"]
             plain_medians.append(base)
             line = [f"round {r + 1}: plain {base * 1000:.1f} ms/step"]
-            medians = {}
             for method in methods:
-                mine = medians[method] = statistics.median(retain_times(opts, method, out))
-                ratios[method].append(mine / base)
+                ratios[method].append(medians[method] / base)
+                mine = medians[method]
                 line.append(f"{method} {mine * 1000:.1f} ({mine / base:.3f}x)")
-            if "sequential" in medians:
-                for method in methods:
+                if "sequential" in medians:
                     own[method].append(medians[method] / medians["sequential"])
             print(", ".join(line), flush=True)
     print(f"\n{opts.model}, batch {opts.batch}, {opts.steps} steps per arm, {opts.rounds} rounds,"
           f" {opts.clock} clock; plain Trainer median"
           f" {statistics.median(plain_medians) * 1000:.1f} ms/step")
-    print("| method | time per step vs plain Trainer | vs sequential through retain | target |")
-    print("|---|---|---|---|")
     for method in methods:
-        target = f"≤ {TARGETS[method]:.2f}×" if method in TARGETS else ""
-        print(f"| {method} | {summary(ratios[method])} | {summary(own[method])} | {target} |")
-    print("(median over rounds, 95 % bootstrap interval over rounds)")
+        goal = Goal(TARGETS[method]) if method in TARGETS else None
+        for line in ratio_lines(f"{method} / plain Trainer, time per step",
+                                {f"{opts.clock} clock": ratios[method]}, goal):
+            print(line)
+        if method != "sequential" and own[method]:
+            for line in ratio_lines(f"{method} / sequential through retain, time per step",
+                                    {f"{opts.clock} clock": own[method]}, None):
+                print(line)
 
 
 if __name__ == "__main__":

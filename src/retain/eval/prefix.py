@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
-from retain.eval.scoring import _left_pad, _quiet, prefill
+from retain.eval.scoring import _left_pad, next_token_logp, prefill
 
 MIN_PREFIX = 8
 """Shorter common prefixes are not worth a separate forward pass."""
@@ -77,12 +76,4 @@ def prefill_rows(
     ones = torch.ones((len(rows), prefix.length), dtype=rest_mask.dtype, device=device)
     mask = torch.cat([ones, rest_mask], dim=1)
     positions = prefix.length + (rest_mask.cumsum(-1) - 1).clamp(min=0)
-    out = _quiet(model)(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return cache, mask, F.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return cache, mask, next_token_logp(model, ids, mask, positions, cache)

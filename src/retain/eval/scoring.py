@@ -92,6 +92,18 @@ def prefill(
     device = next(model.parameters()).device
     ids, mask, positions = _left_pad(rows, pad_id, device)
     cache = DynamicCache(config=getattr(model, "config", None))
+    return cache, mask, next_token_logp(model, ids, mask, positions, cache)
+
+
+def next_token_logp(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: DynamicCache,
+) -> torch.Tensor:
+    """Run `ids` into `cache` (filled in place); log-probs of the next token [B, V], only the
+    last position through the LM head."""
     out = _quiet(model)(
         input_ids=ids,
         attention_mask=mask,
@@ -100,7 +112,7 @@ def prefill(
         use_cache=True,
         logits_to_keep=1,
     )
-    return cache, mask, F.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return F.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
 def options_from_cache(

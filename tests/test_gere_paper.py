@@ -1,5 +1,5 @@
 """`gere_paper`: GeRe weighted as its reference code weights it, against a re-implementation of
-that code's loss on identical tensors (docs/methods/gere.md, "Paper mode").
+that code's loss on identical tensors (docs/methods/gere_paper.md).
 
 The reference is Qznan/GeRe, `gere/gere_trainer.py` at commit 34d74f5 (read, not copied):
 `GeReTrainer.compute_loss` (lines 565-605: the micro-batch's task rows and GeRe rows are two

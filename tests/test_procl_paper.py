@@ -1,5 +1,5 @@
 """`procl_paper`: ProCL as its reference code runs, against a re-implementation of that code's
-computation on identical tensors (docs/methods/procl.md, "Paper mode").
+computation on identical tensors (docs/methods/procl_paper.md).
 
 The reference is thaihungle/ProCL, `run_qa.py` at commit 536e502b (read, not copied; line
 numbers counted from the stored text, about ±2): class `ProCLLinear` (about lines 247-335;

@@ -109,7 +109,7 @@ REPLAY_METHODS = FAMILIES.get("replay", ())
 GENERAL_REPLAY_METHODS = FAMILIES.get("general replay", ())
 """General-sample replay (docs/methods/gere.md)."""
 ADAPTER_METHODS = FAMILIES.get("adapter", ())
-"""Methods that own the LoRA layers (docs/methods/procl.md, olora.md)."""
+"""Methods that own the LoRA layers (docs/methods/procl.md, seq_lora.md, olora.md)."""
 
 
 def combination_errors(methods: list[str], finetune: str = "lora") -> list[str]:

@@ -120,7 +120,7 @@ def group_losses(
 def micro_batch_losses(
     nll_sum: torch.Tensor, counts: torch.Tensor, batch: Batch, scales: LossScales
 ) -> dict[str, torch.Tensor]:
-    """`Plugin.ce_per_micro_batch` (GeRe's reference, docs/methods/gere.md "Paper mode"): the
+    """`Plugin.ce_per_micro_batch` (GeRe's reference, docs/methods/gere_paper.md): the
     micro-batch's loss is the mean of the token-mean CE of its task rows and of its general
     rows (the groups it holds), over the step's micro-batches; no `world` factor, since DDP
     averages the ranks' gradients as HF Trainer's does. Both names are always present."""

@@ -85,8 +85,8 @@ class GeneralReplayConfig(Section):
 
 
 PAPER: dict[str, str] = {"loss": "tm", "weight": "dy", "mixing": "concat"}
-"""What `gere_paper` sets, whatever the `general:` section says (docs/methods/gere.md, "Paper
-mode"); it also weights the step per micro-batch as the reference code does
+"""What `gere_paper` sets, whatever the `general:` section says (docs/methods/gere_paper.md);
+it also weights the step per micro-batch as the reference code does
 (`Plugin.ce_per_micro_batch`). The set itself (source, size, max_tokens) is the section's."""
 
 

@@ -7,7 +7,7 @@
 | `gere_kl` | KL(p_base ‖ p_current), T = 2                                        |
 | `gere_l1` | mean |h − h⁰| of the final hidden states                             |
 | `gere_l2` | mean (h − h⁰)² of the final hidden states                             |
-| `gere_paper` | `tm` weighted as the reference code does (docs/methods/gere.md, "Paper mode") |
+| `gere_paper` | `tm` weighted as the reference code does (docs/methods/gere_paper.md)  |
 
 Hook use: `on_stream_start` builds the replay set, adds its rows to the sample store
 (`task_of` −1) and runs the untouched model over them once (thresholds and the compact state

@@ -83,9 +83,9 @@ PAPER = {
     "pooling": "all",
 }
 """What `procl_paper` (and `procl_paper_<ablation>`, `seq_lora_paper`) set, whatever the
-`procl:` section says: the reference code's behaviour on decoders (docs/methods/procl.md,
-"Paper mode"). The other keys (slots, key_dim, temperature, consolidation, mlp_hidden) already
-default to the reference's values and are read from the section."""
+`procl:` section says: the reference code's behaviour on decoders
+(docs/methods/procl_paper.md). The other keys (slots, key_dim, temperature, consolidation,
+mlp_hidden) already default to the reference's values and are read from the section."""
 
 
 def paper_settings(cfg: ProCLConfig) -> ProCLConfig:

@@ -1,6 +1,6 @@
 """The reference runs every method is measured against: `sequential` (alias `none`), plain
 fine-tuning, the lower bound; `multitask`, joint training, the upper bound
-(docs/methods/reference.md)."""
+(docs/methods/sequential.md, docs/methods/multitask.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Configuration of the replay buffer, the replay baselines' triggers and MSSR
-(docs/methods/replay.md)."""
+(docs/methods/replay.md, fixed.md, loss_triggered.md, accuracy_triggered.md, mssr.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class ReplayConfig(Section):
 
 
 class MSSRConfig(Section):
-    """MSSR memory model, sampler and schedule; defaults from docs/methods/replay.md."""
+    """MSSR memory model, sampler and schedule; defaults from docs/methods/mssr.md."""
 
     loss_ema: float = Field(0.95, gt=0, lt=1)
     quantile_low: float = Field(0.05, ge=0, lt=1)

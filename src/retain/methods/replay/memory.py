@@ -1,6 +1,6 @@
 """MSSR per-sample memory state: strength m, stability S, review time t*, loss EMA ℓ̃.
 
-Each formula (docs/methods/replay.md) is a pure function below so tests can check it by hand;
+Each formula (docs/methods/mssr.md) is a pure function below so tests can check it by hand;
 `MemoryState` applies them vectorised over NumPy arrays indexed by global sample id (no Python
 loop per sample, no extra forward pass: losses come from the training step's own forward).
 Times are in *units* (see schedule.py) on a run-wide clock that keeps increasing across tasks.
@@ -89,7 +89,7 @@ def review_stability(
 def sampling_probabilities(m: np.ndarray, zeta: float) -> np.ndarray:
     """p_i ∝ m_i^(−ζ): weakest memories first; ζ = 0 is uniform.
 
-    Decision (docs/methods/replay.md): the paper also writes a rule with (1 − m)^β_m e^{ρΔt}
+    Decision (docs/methods/mssr.md): the paper also writes a rule with (1 − m)^β_m e^{ρΔt}
     whose β_m is never defined; we use m^(−ζ), the rule of its algorithm.
     """
     w = np.power(np.maximum(np.asarray(m, dtype=np.float64), MIN_STRENGTH), -zeta)
@@ -129,7 +129,7 @@ class MemoryState:
 
     @property
     def initial_stability(self) -> float:
-        """S = 1 at the start (docs/methods/replay.md), kept inside [S_min, S_max]."""
+        """S = 1 at the start (docs/methods/mssr.md), kept inside [S_min, S_max]."""
         return min(max(1.0, self.config.s_min), self.config.s_max)
 
     @property

@@ -53,3 +53,27 @@ def test_docstrings_and_docs_cite_no_specs_outside_the_repository() -> None:
             if "shared/specs" in line:
                 cited.append(f"{path.relative_to(ROOT)}:{number}")
     assert not cited, f"cite docs/methods/<method>.md instead: {cited}"
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    found = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+def test_links_into_results_name_its_headings() -> None:
+    results = ROOT / "docs" / "results.md"
+    known = anchors(results.read_text(encoding="utf-8"))
+    missing = []
+    for page in [*sorted(METHODS_DIR.glob("*.md")), ROOT / "docs" / "statistics.md", results]:
+        for anchor in re.findall(r"results\.md#([\w\-]+)\)", page.read_text(encoding="utf-8")):
+            if anchor not in known:
+                missing.append(f"{page.name}: #{anchor}")
+    for anchor in re.findall(r"\]\(#([\w\-]+)\)", results.read_text(encoding="utf-8")):
+        if anchor not in known:  # the table of contents
+            missing.append(f"results.md: #{anchor}")
+    assert not missing, f"docs/results.md has no such heading: {missing}"

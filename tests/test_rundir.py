@@ -143,3 +143,26 @@ def test_someone_elses_config_yaml_is_not_taken_for_an_unfinished_start(tmp_path
     with pytest.raises(RunDirError, match="deletes nothing"):
         clear_run_dir(tmp_path)
     assert (tmp_path / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("progress", ["scores", "log"])
+def test_a_run_past_its_first_task_is_not_reused_though_its_checkpoints_are_gone(
+    tmp_path: Path, progress: str
+) -> None:
+    """Results committed without weights (checkpoints and adapters left out of git, no
+    metrics.json yet) hold rows a new start would lose: they are not silently rewritten."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: run\noutput_dir: x\nmethods: [sequential]\n"
+                                         "model: {}\ndata: {}\ntrain: {}\n")
+    (run_dir / "scores.csv").write_text("stage,a,b\n0,1.0,2.0\n1,,\n2,,\n")
+    (run_dir / "log.jsonl").write_text('{"type": "eval", "stage": 0}\n{"type": "step"}\n')
+    refuse_foreign_files(run_dir)  # row 0 and a few steps only: a new start loses nothing
+    if progress == "scores":
+        (run_dir / "scores.csv").write_text("stage,a,b\n0,1.0,2.0\n1,92.0,\n2,,\n")
+    else:
+        with (run_dir / "log.jsonl").open("a") as log:
+            log.write('{"type": "task_end", "task": 1}\n')
+    with pytest.raises(RunDirError, match="--overwrite") as err:
+        refuse_foreign_files(run_dir)
+    assert str(run_dir) in str(err.value)

@@ -96,7 +96,10 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 def only_early(run_dir: Path) -> bool:
     """Whether `run_dir` holds only what a run writes before its first checkpoint (a checkpoint
-    folder with only a half-written `*.tmp` counts: a kill during the first save)."""
+    folder with only a half-written `*.tmp` counts: a kill during the first save), and no sign of
+    a finished task: results kept without their checkpoints (weights left out of git) are not."""
+    if _finished_a_task(Path(run_dir)):
+        return False
     for path in Path(run_dir).iterdir():
         entry = entry_of(path)
         if entry is None:
@@ -107,6 +110,18 @@ def only_early(run_dir: Path) -> bool:
         elif not entry.early:
             return False
     return True
+
+
+def _finished_a_task(run_dir: Path) -> bool:
+    """A score row after row 0, or a task's end in the log: what only a run past its first
+    checkpoint writes (every task ends with one)."""
+    scores, log = run_dir / SCORES, run_dir / LOG
+    if scores.is_file():
+        for line in scores.read_text(errors="replace").splitlines()[1:]:
+            stage, _, cells = line.partition(",")
+            if stage.strip() not in ("", "0") and cells.strip(", "):
+                return True
+    return log.is_file() and '"type": "task_end"' in log.read_text(errors="replace")
 
 
 def shown(names: list[str], limit: int = 4) -> str:

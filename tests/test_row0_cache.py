@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from retain.config import load_config
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 from retain.train.loop import run
 from tests.test_engine import TINY
 

@@ -51,18 +51,18 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "GeneralEvalConfig",
-    "LoraConfig",
-    "ModelConfig",
-    "TrainConfig",
-    "default_data_dir",
-    "flat_keys",
     "GeneralReplayConfig",
+    "LoraConfig",
     "MSSRConfig",
+    "ModelConfig",
     "OLoRAConfig",
     "ProCLConfig",
     "ReplayConfig",
     "RunConfig",
     "Section",
+    "TrainConfig",
+    "default_data_dir",
+    "flat_keys",
 ]
 
 _MethodSections = create_model(

@@ -42,7 +42,7 @@ LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_pro
 
 def retain_run(args: argparse.Namespace, out: Path) -> tuple[dict[str, list[float]], Path]:
     from retain.config import load_config
-    from retain.results.examples import ExampleResults
+    from retain.storage.examples import ExampleResults
     from retain.train.loop import run
 
     config = load_config(None, [

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from retain.results import files
-from retain.results.examples import ExampleResults
-from retain.results.files import replaced_atomically, write_text_atomic
+from retain.storage import files
+from retain.storage.examples import ExampleResults
+from retain.storage.files import replaced_atomically, write_text_atomic
 
 
 def interleave_second_writer(monkeypatch: pytest.MonkeyPatch, write) -> None:

@@ -22,7 +22,7 @@ from retain.cli import app
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.stats import t_quantile
 from retain.eval.uncertainty import bootstrap_metrics, point_metrics
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 from tests.killing import kill_during
 from tests.test_engine import TINY
 

@@ -8,7 +8,7 @@ import pytest
 
 from retain.eval.crossfit import crossfit_metrics, strata_sizes, stratified_draw
 from retain.eval.uncertainty import point_metrics
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 
 
 def _halves() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-import retain.results.examples as examples_module
-from retain.results.examples import EXAMPLES_FILE, ExampleResults
+import retain.storage.examples as examples_module
+from retain.storage.examples import EXAMPLES_FILE, ExampleResults
 
 
 def _results() -> ExampleResults:

@@ -70,7 +70,7 @@ def test_an_alias_bomb_in_a_run_config_is_refused_in_a_short_line(tmp_path: Path
 
 
 def test_an_alias_bomb_in_a_run_directory_is_refused(tmp_path: Path) -> None:
-    from retain.eval.saved import saved_run_config
+    from retain.results.rescore import saved_run_config
 
     (tmp_path / "config.yaml").write_text(_bomb())
     with pytest.raises(ConfigError) as err:

@@ -84,7 +84,7 @@ def _num_tasks_above_stream(tmp: Path) -> Callable[[], object]:
 
 
 def _full_disk(tmp: Path) -> Callable[[], object]:
-    from retain.results.files import write_json
+    from retain.storage.files import write_json
 
     target = tmp / "metrics.json"
 
@@ -162,7 +162,7 @@ def test_a_damaged_run_directory_is_named_with_what_to_do(
 
 
 def test_a_damaged_examples_file_is_named_with_what_to_do(tmp_path: Path) -> None:
-    from retain.results.examples import ExampleResults
+    from retain.storage.examples import ExampleResults
 
     path = tmp_path / "examples.npz"
     path.write_bytes(b"PK\x03\x04 not a zip")
@@ -185,8 +185,8 @@ def test_a_damaged_config_yaml_stops_a_resume_with_what_to_do(
 
 def test_a_report_without_metrics_json_uses_the_run_s_own_bootstrap_seed(tmp_path: Path) -> None:
     from retain.eval.uncertainty import bootstrap_metrics
-    from retain.results.examples import ExampleResults
     from retain.results.view import RunView
+    from retain.storage.examples import ExampleResults
     from tests.test_report import SCORES_A, TASKS, make_run
 
     run_dir = make_run(tmp_path, "r", SCORES_A, seed=42, metrics=False)
@@ -228,11 +228,10 @@ def test_report_to_wandb_without_wandb_is_refused_at_start(tmp_path: Path) -> No
 
 
 def test_hf_data_while_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import retain.models.loading as loading
+    import retain.data.readers as readers
     from retain.data.readers import read_records
 
-    monkeypatch.setattr(loading, "hub_unreachable", lambda: "the hub cannot be reached (test)",
-                        raising=False)
+    monkeypatch.setattr(readers, "hub_unreachable", lambda: "the hub cannot be reached (test)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the old code's retries are not waited for
     start = time.perf_counter()
     message = _message(lambda: read_records("hf:retain-test/no-such-dataset:train"))

@@ -13,8 +13,8 @@ from retain.data.encoding import SampleStore
 from retain.data.task import Example, Task
 from retain.eval.evaluate import EncodedEvalSet
 from retain.eval.matrix import ScoreMatrix
-from retain.results.fingerprint import data_fingerprint, fingerprint_differences
 from retain.results.references import metrics_with_references
+from retain.storage.fingerprint import data_fingerprint, fingerprint_differences
 
 
 def _fingerprint(seed: int = 42, prompt: tuple[int, ...] = (1, 2, 3), method: str = "fixed",

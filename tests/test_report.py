@@ -15,9 +15,9 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics, cost_summary
 from retain.eval.seeds import noise_note
 from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics
-from retain.results.examples import ExampleResults
 from retain.results.figures import named_losses
 from retain.results.report import read_log, write_report
+from retain.storage.examples import ExampleResults
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TASKS = ["boolq", "<b>sst2</b>", "gsm8k $x$ {"]

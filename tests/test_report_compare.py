@@ -13,9 +13,9 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
 from retain.eval.seeds import combine_seeds
 from retain.eval.uncertainty import bootstrap_metrics, paired_difference
-from retain.results.examples import ExampleResults
 from retain.results.report import compare_runs, write_report
 from retain.results.view import higher_is_better, unit
+from retain.storage.examples import ExampleResults
 from tests.test_report import (
     GIT_SHA,
     SCORES_A,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from retain.config import load_config
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 from retain.train.loop import run
 from tests.test_engine import TINY
 
@@ -50,7 +50,7 @@ def test_the_key_follows_the_scoring_code_only(tmp_path: Path) -> None:
 
     root = tmp_path / "retain"
     for rel in ("eval/scoring.py", "eval/metrics.py", "eval/uncertainty.py",
-                "data/encoding.py", "models/loading.py"):
+                "data/encoding.py", "data/normalize.py", "models/loading.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(f"# {rel}\n")
     before = _code_digest(root)
@@ -64,4 +64,7 @@ def test_the_key_follows_the_scoring_code_only(tmp_path: Path) -> None:
     with_new_module = _code_digest(root)
     assert with_new_module != after_scoring
     (root / "models" / "loading.py").write_text("DTYPE = 'bf16'\n")
-    assert _code_digest(root) != with_new_module
+    after_loading = _code_digest(root)
+    assert after_loading != with_new_module
+    (root / "data" / "normalize.py").write_text("ARTICLES = ()\n")  # answer normalisation
+    assert _code_digest(root) != after_loading

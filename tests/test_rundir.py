@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retain.results.rundir import (
+from retain.storage.rundir import (
     RunDirError,
     RunLock,
     clear_run_dir,
@@ -21,7 +21,7 @@ from retain.results.rundir import (
 HOLD = """
 import sys, time
 from pathlib import Path
-from retain.results.rundir import RunLock
+from retain.storage.rundir import RunLock
 lock = RunLock(Path(sys.argv[1])).acquire()
 print("locked", flush=True)
 time.sleep(60)

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from retain.data.normalize import normalize
 from retain.data.task import Example, Task
-from retain.eval.answers import contains_match, exact_match, normalize, token_f1
+from retain.eval.answers import contains_match, exact_match, token_f1
 from retain.eval.evaluate import (
     decoding_settings,
     encode_eval_set,

@@ -8,8 +8,8 @@ import numpy as np
 
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
-from retain.results.examples import ExampleResults
 from retain.results.summary import summary_lines
+from retain.storage.examples import ExampleResults
 from retain.train.outcome import uncertainty_summary
 
 TASKS = ["a", "b"]

@@ -7,8 +7,9 @@ from rapidfuzz import fuzz
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU
 
+from retain.data.normalize import choice_letter
 from retain.data.task import TEXT_METRICS, Example, Task
-from retain.eval.answers import choice_letter, choice_letter_match, score_text
+from retain.eval.answers import choice_letter_match, score_text
 from retain.eval.text_metrics import bleu, edit_similarity, rouge_l, sari
 
 SOURCE = "About 95 species are currently accepted."

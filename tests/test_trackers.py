@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retain.results.trackers import flat_config, flat_numbers
+from retain.storage.trackers import flat_config, flat_numbers
 from retain.train.loop import run
 from tests.test_engine import tiny_config
 

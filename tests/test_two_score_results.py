@@ -14,14 +14,14 @@ from retain.bench.two_scores import by_score, score_lines
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
 from retain.eval.uncertainty import bootstrap_metrics
-from retain.results.examples import ExampleResults
 from retain.results.format_split import forgetting_split
-from retain.results.generations import update_generations
 from retain.results.report import write_report
 from retain.results.scorers import cell_means, rescored, scores_present
 from retain.results.summary import summary_lines
 from retain.results.two_score_summary import two_score_summary
 from retain.results.view import RunView
+from retain.storage.examples import ExampleResults
+from retain.storage.generations import update_generations
 
 TASKS = ["dbpedia", "amazon", "yahoo"]
 N = 40

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from retain.config import ConfigError
+from retain.data.normalize import check_label_collisions, olora_normalize
 from retain.data.stream_file import stream_from_spec
 from retain.data.task import Example, Task
-from retain.eval.answers import olora_exact, olora_normalize, raw_exact, score_text
+from retain.eval.answers import olora_exact, raw_exact, score_text
 from retain.eval.both import score_and_generate
 from retain.eval.decode import fast_generate
 from retain.eval.evaluate import decoding_settings, encode_eval_set, evaluate_set, score_type
@@ -19,14 +20,13 @@ from retain.eval.prefix import common_prefix_length, shared_prefix
 from retain.eval.scoring import generate, score_options
 from retain.eval.two_scores import (
     LABEL_MARGIN,
-    check_label_collisions,
     generation_scores,
     invalid_answers,
     is_valid,
     primary_score,
 )
 from retain.models.tiny import tiny_model_and_tokenizer
-from retain.results.generations import load_generations, save_generations, update_generations
+from retain.storage.generations import load_generations, save_generations, update_generations
 
 
 @pytest.fixture(scope="module")

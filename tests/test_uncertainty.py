@@ -18,7 +18,7 @@ from retain.eval.uncertainty import (
     point_metrics,
     resample_indices,
 )
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 
 TASKS = ["a", "b", "c"]
 GENERAL = ["mmlu", "arc_easy", "hellaswag", "wikitext_ppl"]

@@ -324,7 +324,7 @@ def eval_command(
     ] = False,
 ) -> None:
     """Score a saved run's adapter on every task of its stream."""
-    from retain.eval.saved import evaluate_saved_run
+    from retain.results.rescore import evaluate_saved_run
 
     with _user_errors():
         overrides = _overrides(None, data_dir)

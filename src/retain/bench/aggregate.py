@@ -28,7 +28,7 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import general_share
 from retain.eval.stats import LEVEL, Estimate, adjust, estimate
 from retain.eval.uncertainty import metric_replicates, resample_indices, resampling_strata
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 
 QUALITY: tuple[str, ...] = (
     "ap", "bwt", "forgetting_max_xfit", "forgetting_max", "fwt", "la", "general_delta",

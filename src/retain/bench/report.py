@@ -25,10 +25,10 @@ from retain.bench.table import (
     markdown,
     seed_sd_text,
 )
-from retain.results.files import write_text_atomic
-from retain.results.fingerprint import fingerprint_differences
 from retain.results.html import e, figure, page, table
 from retain.results.view import arrow
+from retain.storage.files import write_text_atomic
+from retain.storage.fingerprint import fingerprint_differences
 
 COMPARABLE_PARTS = ("stream", "subsample", "test_data")
 """What runs of different benches must share to sit in one table: the very test examples."""

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from retain.bench.plan import MANIFEST, BenchPlan, BenchRun
 from retain.config import config_differences
-from retain.results.files import write_json
-from retain.results.rundir import LOCK_FILE, waiting_lock
+from retain.storage.files import write_json
+from retain.storage.rundir import LOCK_FILE, waiting_lock
 from retain.yaml_io import load_yaml_file
 
 Status = Literal["new", "finished", "resume", "changed"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from retain.config import ConfigError
+from retain.config_base import ConfigError
 from retain.data.multiple_choice import multiple_choice_items
 from retain.data.readers import (
     DataFileNotFoundError,

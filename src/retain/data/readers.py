@@ -16,6 +16,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
+from retain.hub import hub_unreachable
+
 HF_PREFIX = "hf:"
 SUFFIXES = (
     ".json",
@@ -205,8 +207,6 @@ def _read_hf(source: str) -> Records:
     """A split of a Hub dataset. Dataset scripts are never run (no remote code)."""
     dataset_id, config, split = parse_hf_id(source)
     import datasets
-
-    from retain.models.loading import hub_unreachable
 
     unreachable = hub_unreachable()  # offline: the cache or a failure at once, not 50 s of retries
     try:

@@ -210,7 +210,7 @@ def describe_streams(data_dir: str | Path | None = None) -> str:
     Sizes (before `data.max_*_per_task` caps) are read from `data_dir` (default: the default
     data directory) where its files are present; `builtin` shows its default sizes.
     """
-    from retain.config import default_data_dir
+    from retain.config_sections import default_data_dir
 
     folder = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
     found = folder.is_dir()

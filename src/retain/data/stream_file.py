@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from retain.config import ConfigError
+from retain.config_base import ConfigError
 from retain.data.task import TaskStream
 from retain.data.task_loader import Base, emit_warnings, load_task
 from retain.data.task_spec import DataWarning, TaskSpec

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from retain.config import DATA_DIR_ENV, ConfigError, DataConfig
+from retain.config_base import ConfigError
+from retain.config_sections import DATA_DIR_ENV, DataConfig
 from retain.data.registry import (
     BUILTIN,
     BUILTIN_TEST,

@@ -15,9 +15,10 @@ import re
 import warnings
 from pathlib import Path
 
-from retain.config import ConfigError
+from retain.config_base import ConfigError
 from retain.data import records as rec
 from retain.data.multiple_choice import from_multiple_choice
+from retain.data.normalize import check_label_collisions, choice_letter, generation_metric
 from retain.data.readers import (
     HF_PREFIX,
     DataFileNotFoundError,
@@ -240,8 +241,6 @@ def _scoring_defaults(
 
 def _check_references(name: str, metric: Metric, splits: dict[str, list[Example]]) -> None:
     """Refuse, at load time, evaluated examples the metric cannot score."""
-    from retain.eval.answers import choice_letter
-
     for split, examples in splits.items():
         for i, ex in enumerate(examples):
             if metric == "sari" and ex.source_text is None:
@@ -258,8 +257,6 @@ def _check_references(name: str, metric: Metric, splits: dict[str, list[Example]
 
 
 def load_task(spec: TaskSpec, base: Base) -> Task:
-    from retain.eval.two_scores import check_label_collisions, generation_metric
-
     """Read and convert every split of one task; what about its data misleads is kept in
     `task.data_warnings` (emitted by `build_task` and the stream loaders)."""
     labels = _labels(spec, base)

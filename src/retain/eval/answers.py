@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
+from retain.data.normalize import choice_letter, normalize, olora_normalize, raw_normalize
 from retain.data.task import Metric
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"(?<![\w.])(-?)\$?(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(\.\d+)?")
 """A number as written in answers: `-3`, `1,234.50`, `$18`; `%` or units after it are ignored.
 A dash right after a word or digit (`10-12`) is a range or a minus, not a sign."""
@@ -18,23 +17,8 @@ _ANSWER_IS = re.compile(r"the (?:final )?answer is\b", re.I)
 _FRAC = re.compile(r"\A\s*(-?)\\d?frac\{([^{}]*)\}\{([^{}]*)\}\s*\Z")
 
 
-def normalize(text: str) -> str:
-    """SQuAD-style: lower-case, drop punctuation and articles, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in string.punctuation)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
 def exact_match(prediction: str, reference: str) -> float:
     return float(normalize(prediction) == normalize(reference))
-
-
-def olora_normalize(text: str) -> str:
-    """O-LoRA's answer normalisation: lower-case, punctuation dropped, whitespace collapsed
-    and stripped (articles are kept, unlike SQuAD's `normalize`)."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    return " ".join(text.split())
 
 
 def olora_exact(prediction: str, reference: str) -> float:
@@ -42,23 +26,9 @@ def olora_exact(prediction: str, reference: str) -> float:
     return float(olora_normalize(prediction) == olora_normalize(reference))
 
 
-def raw_normalize(text: str) -> str:
-    """TRACE's raw comparison: the text as generated, only surrounding whitespace stripped."""
-    return text.strip()
-
-
 def raw_exact(prediction: str, reference: str) -> float:
     """TRACE's exact match: case and punctuation count ("world" does not match "World")."""
     return float(raw_normalize(prediction) == raw_normalize(reference))
-
-
-NORMALIZERS = {"olora_exact": olora_normalize, "raw_exact": raw_normalize}
-"""The normalisation behind each exact-match metric; every other metric uses `normalize`."""
-
-
-def normalizer(metric: str) -> Callable[[str], str]:
-    """The function that decides whether a generated answer is one of a task's labels."""
-    return NORMALIZERS.get(metric, normalize)
 
 
 def contains_match(prediction: str, reference: str) -> float:
@@ -155,17 +125,6 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 def math_exact(prediction: str, reference: str) -> float:
     ref = final_answer(reference)
     return float(ref is not None and final_answer(prediction) == ref)
-
-
-_CHOICE_LETTER = re.compile(r"\A\s*[(\[]?([A-Z])(?![A-Za-z])")
-"""A choice letter opening an answer: `B`, `B.`, `(B) because ...`, `B: the second`.
-Lower-case letters do not count (`a` is an article), nor does a capital that starts a word."""
-
-
-def choice_letter(text: str) -> str | None:
-    """The choice letter an answer begins with, or None."""
-    match = _CHOICE_LETTER.match(text)
-    return match.group(1) if match else None
 
 
 def choice_letter_match(prediction: str, reference: str) -> float:

@@ -23,6 +23,7 @@ from retain.data.encoding import (
     encode_train_example,
     fit_prompt,
 )
+from retain.data.normalize import generation_metric
 from retain.data.task import Example, Task
 from retain.eval.answers import cut_at_stop
 from retain.eval.both import score_and_generate
@@ -32,7 +33,6 @@ from retain.eval.scoring import choose_option, per_byte, score_options, text_nll
 from retain.eval.two_scores import (
     VALID,
     decode_budget,
-    generation_metric,
     generation_scores,
     has_options,
     primary_score,

@@ -122,7 +122,7 @@ class ScoreMatrix:
 
     def to_csv(self, path: str | Path) -> None:
         """Written atomically so a crash never leaves half a matrix."""
-        from retain.results.files import write_text_atomic
+        from retain.storage.files import write_text_atomic
 
         out = io.StringIO()
         writer = csv.writer(out)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from retain.config import RunConfig
+from retain.config_sections import CoreConfig
 from retain.data.task import TaskStream
 from retain.eval.evaluate import (
     EncodedEvalSet,
@@ -40,7 +40,7 @@ class RowScores:
 
 
 def general_suite(
-    config: RunConfig, tokenizer: object, context_length: int | None
+    config: CoreConfig, tokenizer: object, context_length: int | None
 ) -> dict[str, Any]:
     """The general-ability sets (MMLU, ARC-Easy, WikiText-2 paragraphs), when enabled."""
     cfg = config.eval.general
@@ -72,7 +72,7 @@ class RowEvaluator:
 
     def __init__(
         self,
-        config: RunConfig,
+        config: CoreConfig,
         stream: TaskStream,
         tokenizer: object,
         context_length: int | None = None,

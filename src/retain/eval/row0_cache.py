@@ -19,14 +19,14 @@ from typing import Any
 
 from retain.eval.evaluate import EvalResult
 from retain.eval.row import RowScores
-from retain.results.files import write_text_atomic
+from retain.storage.files import write_text_atomic
 
-CODE = ("eval", "data/encoding.py", "models/loading.py")
+CODE = ("eval", "data/encoding.py", "data/normalize.py", "models/loading.py")
 """Sources (under the retain package) whose change can change a score of row 0."""
 
-NOT_SCORING = frozenset({"eval/matrix.py", "eval/metrics.py", "eval/saved.py", "eval/seeds.py",
+NOT_SCORING = frozenset({"eval/matrix.py", "eval/metrics.py", "eval/seeds.py",
                          "eval/uncertainty.py"})
-"""Modules under `eval/` that only read scores (metrics, intervals, saved configs): editing them
+"""Modules under `eval/` that only read scores (metrics, intervals): editing them
 must not throw away a bench's cached row 0. A new module under `eval/` counts as scoring."""
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from retain.eval.stats import check_level, estimate, t_quantile
 from retain.eval.uncertainty import NOISE_MIN_EXAMPLES, point_metrics
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 
 _NOT_METRICS = frozenset({"num_tasks", "last_stage", "complete"})
 

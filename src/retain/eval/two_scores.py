@@ -17,8 +17,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
-from retain.data.task import Example, Metric, Task
-from retain.eval.answers import normalizer, score_text
+from retain.data.normalize import generation_metric, normalizer
+from retain.data.task import Example, Task
+from retain.eval.answers import score_text
 
 Score = Literal["generate", "loglik"]
 SCORES: tuple[Score, ...] = ("generate", "loglik")
@@ -40,12 +41,6 @@ TOP_INVALID = 3
 def has_options(examples: Sequence[Example]) -> bool:
     """Whether every example lists its options (a label set, or per-example choices)."""
     return bool(examples) and all(ex.options for ex in examples)
-
-
-def generation_metric(task: Task) -> Metric:
-    """The string metric of a generated answer: the task's own when it generates, else exact
-    match (SQuAD normalisation)."""
-    return task.metric if task.scoring == "generate" else "exact_match"
 
 
 def primary_score(task: Task, override: str | None, options: bool = True) -> Score:
@@ -97,18 +92,3 @@ def invalid_answers(
     """The most frequent invalid answers of a cell, with their counts (most frequent first)."""
     counts = Counter(t.strip() for t, v in zip(texts, valid, strict=True) if not v)
     return counts.most_common(top)
-
-
-def check_label_collisions(task: str, labels: Sequence[str], metric: str) -> None:
-    """Refuse a label set where two labels normalise to the same string: a generated answer
-    could not tell them apart. Raises ValueError naming the task and both labels."""
-    norm = normalizer(metric)
-    seen: dict[str, str] = {}
-    for label in labels:
-        key = norm(label)
-        if key in seen:
-            raise ValueError(
-                f"task {task!r}: labels {seen[key]!r} and {label!r} both normalise to {key!r} "
-                f"under {metric}; a generated answer cannot tell them apart"
-            )
-        seen[key] = label

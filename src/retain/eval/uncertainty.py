@@ -2,7 +2,7 @@
 
 One test example moves a task score by 100/n points, so a metric without an interval cannot
 tell a method's effect from noise. Everything here resamples the per-example results of a run
-(`retain.results.examples`), stratified by task: each task's (and general benchmark's)
+(`retain.storage.examples`), stratified by task: each task's (and general benchmark's)
 examples are drawn with replacement, and the same draw is used at every stage, because every
 stage scores the same test examples. Resampled score matrices are built for the whole batch at
 once and the metrics are computed on the batch with the formulas of `retain.eval.metrics`,
@@ -40,7 +40,7 @@ from retain.eval.crossfit import (
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import _general_used
 from retain.eval.stats import LEVEL, Estimate, check_level, estimate
-from retain.results.examples import PERPLEXITY, ExampleResults
+from retain.storage.examples import PERPLEXITY, ExampleResults
 
 BOOTSTRAP_METRICS: tuple[str, ...] = (
     "ap",

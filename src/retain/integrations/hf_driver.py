@@ -30,7 +30,7 @@ from retain.config import RunConfig
 from retain.data.encoding import Batch, collate
 from retain.data.task import TaskStream, task_lr
 from retain.methods.base import Plugin, StepOutputs
-from retain.results.trackers import flat_numbers
+from retain.storage.trackers import flat_numbers
 from retain.train.batches import StepPlan, StepPlanner
 from retain.train.checkpoint import rng_state, set_rng_state
 from retain.train.loop import ContinualTrainer

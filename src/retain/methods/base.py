@@ -19,7 +19,7 @@ from retain.data.encoding import Batch, BatchPlan, SampleStore, collate
 from retain.methods.services import FrozenCopy, T, all_reduce, process_share, processes
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.data.task import Example, Task, TaskStream
 
 HOOKS = (
@@ -67,7 +67,7 @@ class StepOutputs:
 class Context:
     """The run as plugins see it. Plugins read it; only the loop advances the counters."""
 
-    config: RunConfig
+    config: CoreConfig
     stream: TaskStream
     store: SampleStore
     task_samples: list[list[int]]
@@ -205,7 +205,7 @@ class Plugin:
     general rows' token-mean CE (of the groups it holds), averaged over the step's
     micro-batches; otherwise the token means are over the whole step (train/step.py)."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: CoreConfig) -> None:
         self.config = config
 
     def wrap_model(self, ctx: Context, model: torch.nn.Module) -> torch.nn.Module:

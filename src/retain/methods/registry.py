@@ -5,12 +5,12 @@ Each package's builder imports its plugin only when a run uses it.
 
 from __future__ import annotations
 
-from retain.config import RunConfig
+from retain.config_sections import CoreConfig
 from retain.methods.base import Plugin
 from retain.methods.names import spec_of
 
 
-def build_plugin(config: RunConfig, method: str) -> Plugin | None:
+def build_plugin(config: CoreConfig, method: str) -> Plugin | None:
     """The plugin of one method; None for plain fine-tuning."""
     spec = spec_of(method)
     if spec is None:  # config validation rejects it first
@@ -18,7 +18,7 @@ def build_plugin(config: RunConfig, method: str) -> Plugin | None:
     return spec.build(config, method)
 
 
-def build_plugins(config: RunConfig) -> list[Plugin]:
+def build_plugins(config: CoreConfig) -> list[Plugin]:
     """Plugins in the order the config names their methods (that order composes batches)."""
     plugins = [p for m in config.methods if (p := build_plugin(config, m)) is not None]
     wrappers = [p.name for p in plugins if p.wraps_model]

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 from retain.config_base import Section
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.methods.base import Plugin
 
-Builder = Callable[["RunConfig", str], "Plugin | None"]
+Builder = Callable[["CoreConfig", str], "Plugin | None"]
 """`build(config, method)`: the plugin of one of the spec's names; None for no plugin."""
 
 

@@ -16,7 +16,7 @@ from peft import PeftModel, TaskType, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from retain.config import ModelConfig
+from retain.config_sections import ModelConfig
 
 ALL_LINEAR = "all-linear"
 _PEFT_DEPRECATION = ".*is_gradient_checkpointing"

@@ -13,14 +13,12 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 import transformers
@@ -32,7 +30,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from retain.config import ModelConfig
+from retain.config_sections import ModelConfig
+from retain.hub import hub_unreachable
 from retain.models.bundled import (
     BUNDLED,
     bundled_gguf_path,
@@ -351,22 +350,6 @@ def _load_pretrained(
         return model, AutoTokenizer.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{hint}, and loading it failed: {exc}") from exc
-
-
-def hub_unreachable() -> str | None:
-    """Why the hub cannot be reached, found without the 50 s of retries a download attempt makes
-    offline (None: it may be reachable)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # a proxy resolves names for us
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urlparse(endpoint).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError as exc:
-        return f"the hub ({host}) cannot be reached: {exc}"
-    return None
 
 
 def _looks_like_path(name: str) -> bool:

@@ -26,7 +26,6 @@ from retain.results.compare_tables import (
     comparison_records,
     paired_runs,
 )
-from retain.results.files import write_text_atomic
 from retain.results.html import e, figure, fmt, page, points, table, value_ci_html
 from retain.results.paired import Pairing, SeedGroup, pair_all, seed_groups, verdict
 from retain.results.view import (
@@ -38,6 +37,7 @@ from retain.results.view import (
     higher_is_better,
     label,
 )
+from retain.storage.files import write_text_atomic
 
 BAR_METRICS: tuple[str, ...] = ("ap", "la", "bwt", "forgetting_max_xfit", "fwt")
 """Metrics of the bar chart: all in score points, so they share one axis."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retain.eval.matrix import ScoreMatrix
-from retain.results.files import replaced_atomically
+from retain.storage.files import replaced_atomically
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from retain.results.examples import ExampleResults
 from retain.results.scorers import VALID, per_example
+from retain.storage.examples import ExampleResults
 
 PARTS = ("delta_g", "format", "knowledge", "delta_loglik", "residual")
 

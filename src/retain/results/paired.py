@@ -20,9 +20,9 @@ from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.seeds import SeedSummary, combine_seeds
 from retain.eval.stats import Estimate, adjust
 from retain.eval.uncertainty import Difference, as_difference, paired_estimates
-from retain.results.examples import EXAMPLES_FILE
 from retain.results.pairing import Side, check_pairing
 from retain.results.view import HEADLINE, RATIO_METRICS, RunView, higher_is_better, scale
+from retain.storage.examples import EXAMPLES_FILE
 
 N_RESAMPLES = 1000
 SEED = 0

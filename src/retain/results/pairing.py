@@ -2,7 +2,7 @@
 
 A paired bootstrap draws the same test examples from both runs, so it is only valid when both
 scored the very same examples in the same order. From format 2 on, `examples.npz` records a
-stable id per example (results/example_ids.py), and pairing requires equal ids in equal order
+stable id per example (storage/example_ids.py), and pairing requires equal ids in equal order
 for every task and general set. Runs written before ids existed pair when their stored data
 fingerprints (`fingerprint.json`) hash the same evaluation sets, and the comparison says that
 is how they were paired. Anything else is refused with the reason; counts alone never pair.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retain.results.examples import ExampleResults
-from retain.results.fingerprint import FINGERPRINT_FILE
+from retain.storage.examples import ExampleResults
+from retain.storage.fingerprint import FINGERPRINT_FILE
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from retain.eval.matrix import ScoreMatrix
-from retain.results.fingerprint import REFERENCE_PARTS, fingerprint_differences
+from retain.storage.fingerprint import REFERENCE_PARTS, fingerprint_differences
 
 KINDS = ("sequential", "multitask")
 

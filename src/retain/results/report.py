@@ -18,9 +18,9 @@ from retain.eval.metrics import COST_NAMES
 from retain.eval.stats import ONE_SEED
 from retain.results import figures
 from retain.results.compare import compare_runs
-from retain.results.files import read_log, write_text_atomic
 from retain.results.html import e, figure, fmt, page, plain_value, points, table, value_ci_html
 from retain.results.view import HEADLINE, RunView, arrow, direction_text, label
+from retain.storage.files import read_log, write_text_atomic
 
 __all__ = ["compare_runs", "read_log", "write_report"]
 

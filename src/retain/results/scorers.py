@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from retain.results.examples import PERPLEXITY, ExampleResults
+from retain.storage.examples import PERPLEXITY, ExampleResults
 
 SCORE_COLUMNS: tuple[str, ...] = ("generate", "loglik")
 VALID = "valid"

@@ -59,7 +59,7 @@ def _paired_lines(rows: list[tuple[str, dict[str, Any]]], run_dirs: list[Path]) 
     from retain.eval.matrix import ScoreMatrix
     from retain.eval.stats import adjust
     from retain.eval.uncertainty import paired_estimates
-    from retain.results.examples import ExampleResults
+    from retain.storage.examples import ExampleResults
 
     base_name, base_dir = rows[0][0], run_dirs[0]
     try:

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from retain.results.examples import ExampleResults
 from retain.results.format_split import forgetting_split
-from retain.results.generations import GENERATIONS_FILE, load_generations
 from retain.results.scorers import VALID, cell_means, per_example, rescored, scores_present
+from retain.storage.examples import ExampleResults
+from retain.storage.generations import GENERATIONS_FILE, load_generations
 
 KEY = "two_scores"
 SHOWN = ("ap", "bwt", "forgetting_max", "la")

@@ -22,8 +22,8 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import DEFINITIONS, compute_metrics, cost_summary, lower_is_better
 from retain.eval.seeds import noise_note
 from retain.eval.uncertainty import BOOTSTRAP_METRICS, bootstrap_metrics
-from retain.results.examples import EXAMPLES_FILE, ExampleResults
-from retain.results.files import read_log
+from retain.storage.examples import EXAMPLES_FILE, ExampleResults
+from retain.storage.files import read_log
 from retain.yaml_io import load_yaml, read_text
 
 HEADLINE: tuple[str, ...] = (*BOOTSTRAP_METRICS, "gap_closed")

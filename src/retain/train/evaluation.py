@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retain.eval.evaluate import encode_eval_set, example_scores
-from retain.results.example_ids import evaluator_ids
-from retain.results.examples import EXAMPLES_FILE
-from retain.results.generations import GENERATIONS_FILE, update_generations
+from retain.storage.example_ids import evaluator_ids
+from retain.storage.examples import EXAMPLES_FILE
+from retain.storage.generations import GENERATIONS_FILE, update_generations
 from retain.train.distributed import shards
 from retain.train.fsdp import full_model_state, is_sharded
 from retain.train.resume import run_fingerprint

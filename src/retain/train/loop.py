@@ -39,8 +39,8 @@ from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
 from retain.models.hidden import projects_kept_positions
 from retain.progress import progress
-from retain.results.examples import ExampleResults
-from retain.results.trackers import Trackers, check_tracker
+from retain.storage.examples import ExampleResults
+from retain.storage.trackers import Trackers, check_tracker
 from retain.train import fsdp  # retain's own FSDP2 (train.sharding=fsdp2)
 from retain.train.batches import StepPlan, StepPlanner, task_planner
 from retain.train.devices import cpu_only, mixed_precision, reset_peak_memory
@@ -89,7 +89,7 @@ class ContinualTrainer:
         from retain.eval.matrix import ScoreMatrix
         from retain.models.adapters import prepare_for_finetuning
         from retain.models.loading import load_backbone
-        from retain.results.rundir import RunLog
+        from retain.storage.rundir import RunLog
 
         self.config = config
         self.run_dir = config.run_dir
@@ -357,8 +357,8 @@ class ContinualTrainer:
         resumed = state is not None
         if state is None:
             self.log.truncate(0)
-            from retain.results.files import write_json
-            from retain.results.rundir import environment
+            from retain.storage.files import write_json
+            from retain.storage.rundir import environment
 
             if self.is_main:
                 write_json(self.run_dir / "environment.json", environment(self.device))
@@ -382,8 +382,8 @@ class ContinualTrainer:
 
     def finish(self) -> dict[str, Any]:
         """metrics.json (what it holds: train/outcome.py) and the report."""
-        from retain.results.files import write_json
         from retain.results.report import write_report
+        from retain.storage.files import write_json
 
         metrics = final_metrics(self)
         for text in metrics["warnings"]:

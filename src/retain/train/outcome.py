@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from retain.config import RunConfig
-from retain.results.examples import ExampleResults
+from retain.storage.examples import ExampleResults
 
 if TYPE_CHECKING:
     from retain.train.loop import ContinualTrainer
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 def final_metrics(trainer: ContinualTrainer) -> dict[str, Any]:
     from retain.eval.metrics import cost_summary
-    from retain.results.files import read_log
     from retain.results.references import metrics_with_references
+    from retain.storage.files import read_log
     from retain.train.resume import run_fingerprint
 
     matrix = trainer.matrix

@@ -13,14 +13,14 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from retain.config import RunConfig, config_differences, dump_config
-from retain.results.examples import ExampleResults
-from retain.results.files import write_json, write_text_atomic
-from retain.results.fingerprint import (
+from retain.storage.examples import ExampleResults
+from retain.storage.files import write_json, write_text_atomic
+from retain.storage.fingerprint import (
     FINGERPRINT_FILE,
     data_fingerprint,
     fingerprint_differences,
 )
-from retain.results.rundir import (
+from retain.storage.rundir import (
     RunLock,
     check_run_dir_path,
     clear_run_dir,

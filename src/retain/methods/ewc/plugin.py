@@ -14,7 +14,7 @@ from retain.methods.ewc.fisher import empirical_fisher, penalty
 from retain.methods.services import eval_mode
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.data.task import Task
 
 Pair = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
@@ -37,7 +37,7 @@ class EWCPlugin(Plugin):
         "processes must run in lockstep"
     )
 
-    def __init__(self, config: RunConfig, method: str) -> None:
+    def __init__(self, config: CoreConfig, method: str) -> None:
         super().__init__(config)
         self.name = method
         self.consolidated: list[Pair] = []

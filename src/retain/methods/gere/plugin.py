@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from retain.config import ConfigError, RunConfig
+from retain.config_base import ConfigError
+from retain.config_sections import CoreConfig
 from retain.data.encoding import Batch, BatchPlan
 from retain.methods.base import Context, Plugin, StepOutputs
 from retain.methods.gere.base_pass import run_base_pass
@@ -48,7 +49,7 @@ from retain.methods.gere.teacher import TeacherCache, adapter_disabled
 from retain.methods.names import GENERAL_REPLAY_METHODS
 from retain.methods.services import eval_mode
 from retain.models.hidden import unwrap_parallel
-from retain.results.rundir import WORK_DIR
+from retain.storage.rundir import WORK_DIR
 
 SAMPLER_SEED_TAG = 0x47455245
 TEACHER_FILE, STATES_FILE = "gere_teacher", "gere_states"  # under the run's WORK_DIR
@@ -61,7 +62,7 @@ class GeneralReplayPlugin(Plugin):
 
     loss_weighting = "general_rows"
 
-    def __init__(self, config: RunConfig, method: str) -> None:
+    def __init__(self, config: CoreConfig, method: str) -> None:
         super().__init__(config)
         if method not in GENERAL_REPLAY_METHODS:
             raise ValueError(f"{method!r} is no general replay method: {GENERAL_REPLAY_METHODS}")

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from retain.config import ConfigError, RunConfig
+from retain.config_base import ConfigError
+from retain.config_sections import CoreConfig
 from retain.data.readers import HF_PREFIX, DataFormatError, parse_hf_id, read_records
 from retain.data.records import from_text
 from retain.methods.gere.config import GeneralReplayConfig
@@ -142,7 +143,7 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-def held_out_paragraphs(config: RunConfig) -> list[str]:
+def held_out_paragraphs(config: CoreConfig) -> list[str]:
     """The general suite's perplexity paragraphs (empty when the suite or perplexity is off)."""
     ge = config.eval.general
     if not ge.enabled or not ge.wikitext_paragraphs:
@@ -279,7 +280,7 @@ def generate_documents(
 
 
 def build_replay_set(
-    config: RunConfig,
+    config: CoreConfig,
     tokenizer: Any,
     model: nn.Module | None = None,
     device: torch.device | None = None,

@@ -9,11 +9,11 @@ from retain.methods.lwf.config import LwFConfig
 from retain.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.methods.base import Plugin
 
 
-def build(config: RunConfig, method: str) -> Plugin | None:
+def build(config: CoreConfig, method: str) -> Plugin | None:
     from retain.methods.lwf.plugin import LwFPlugin
 
     return LwFPlugin(config, method)

@@ -13,7 +13,7 @@ from retain.methods.lwf.distill import distillation
 from retain.methods.services import FrozenCopy
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.data.task import Task
 
 
@@ -35,7 +35,7 @@ class LwFPlugin(Plugin):
     needs_logits = True
     loss_weighting = "answer_tokens"
 
-    def __init__(self, config: RunConfig, method: str) -> None:
+    def __init__(self, config: CoreConfig, method: str) -> None:
         super().__init__(config)
         self.name = method
         self.teacher: FrozenCopy | None = None

@@ -8,11 +8,11 @@ from retain.methods.olora.config import OLoRAConfig
 from retain.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.methods.base import Plugin
 
 
-def build(config: RunConfig, method: str) -> Plugin | None:
+def build(config: CoreConfig, method: str) -> Plugin | None:
     from retain.methods.olora.plugin import OLoRAPlugin
 
     return OLoRAPlugin(config)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retain.config import RunConfig
+from retain.config_sections import CoreConfig
 from retain.data.encoding import Batch
 from retain.methods.base import Context, Plugin, StepOutputs
 from retain.methods.olora.adapters import (
@@ -61,7 +61,7 @@ class OLoRAPlugin(Plugin):
     loss_weighting = "each_micro_batch"
     wraps_model = True
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: CoreConfig) -> None:
         super().__init__(config)
         self.layers: list[tuple[str, nn.Module]] = []
         self.task_index = -1

@@ -9,11 +9,11 @@ from retain.methods.procl.config import ProCLConfig
 from retain.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.methods.base import Plugin
 
 
-def build(config: RunConfig, method: str) -> Plugin | None:
+def build(config: CoreConfig, method: str) -> Plugin | None:
     from retain.methods.procl.plugin import build_adapter_plugin
 
     return build_adapter_plugin(config, method)

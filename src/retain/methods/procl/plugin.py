@@ -29,7 +29,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from retain.config import ConfigError, RunConfig
+from retain.config_base import ConfigError
+from retain.config_sections import CoreConfig
 from retain.data.encoding import Batch
 from retain.methods.base import Context, Plugin, StepOutputs
 from retain.methods.procl.config import ProCLConfig, paper_settings
@@ -81,7 +82,7 @@ VARIANTS: dict[str, Variant] = {
 """Every method name of the package: ours, and each in paper mode (`*_paper*`)."""
 
 
-def settings(config: RunConfig, method: str) -> ProCLConfig:
+def settings(config: CoreConfig, method: str) -> ProCLConfig:
     """The `procl:` settings `method` runs with: the section, or in paper mode the section with
     the reference code's five settings (`config.PAPER`) in their place."""
     return paper_settings(config.procl) if VARIANTS[method].paper else config.procl
@@ -104,7 +105,7 @@ class ProCLPlugin(Plugin):
     wraps_model = True
     ddp_find_unused_parameters = True
 
-    def __init__(self, config: RunConfig, method: str) -> None:
+    def __init__(self, config: CoreConfig, method: str) -> None:
         super().__init__(config)
         if method not in VARIANTS:
             raise ValueError(f"{method!r} is not a ProCL method; allowed: {', '.join(VARIANTS)}")
@@ -271,7 +272,7 @@ MLP_NOTE = (
 )
 
 
-def build_adapter_plugin(config: RunConfig, method: str) -> Plugin | None:
+def build_adapter_plugin(config: CoreConfig, method: str) -> Plugin | None:
     """The plugin of `seq_lora` or a ProCL method.
 
     Decision: `seq_lora` without `procl.adapter_mlp` has no plugin: it is the loop's plain LoRA

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 from retain.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.methods.base import Plugin
 
 
-def no_plugin(config: RunConfig, method: str) -> Plugin | None:
+def no_plugin(config: CoreConfig, method: str) -> Plugin | None:
     return None
 
 
-def multitask(config: RunConfig, method: str) -> Plugin | None:
+def multitask(config: CoreConfig, method: str) -> Plugin | None:
     from retain.methods.reference.multitask import MultitaskPlugin
 
     return MultitaskPlugin(config)

@@ -10,11 +10,11 @@ from retain.methods.replay.config import MSSRConfig, ReplayConfig
 from retain.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
-    from retain.config import RunConfig
+    from retain.config_sections import CoreConfig
     from retain.methods.base import Plugin
 
 
-def build(config: RunConfig, method: str) -> Plugin | None:
+def build(config: CoreConfig, method: str) -> Plugin | None:
     from retain.methods.replay.plugin import build_replay_plugin
 
     return build_replay_plugin(config, method)

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retain.config import REPLAY_METHODS, RunConfig
+from retain.config_sections import CoreConfig
 from retain.data.encoding import Batch, BatchPlan
 from retain.methods.base import Context, Plugin, StepOutputs
+from retain.methods.names import REPLAY_METHODS
 from retain.methods.replay.buffer import ReplayBuffer
 from retain.methods.replay.memory import MemoryState
 from retain.methods.replay.schedule import (
@@ -56,7 +57,7 @@ class ReplayPlugin(Plugin):
 
     def __init__(
         self,
-        config: RunConfig,
+        config: CoreConfig,
         method: str,
         trigger: Trigger,
         memory_sampler: bool,
@@ -315,7 +316,7 @@ class ReplayPlugin(Plugin):
             self.memory.load_state_dict(state["memory"])
 
 
-def build_replay_plugin(config: RunConfig, method: str) -> Plugin | None:
+def build_replay_plugin(config: CoreConfig, method: str) -> Plugin | None:
     """The plugin of a replay method (`none` → None: sequential fine-tuning, no replay)."""
     if method == "none":
         return None

@@ -1,4 +1,7 @@
-"""Evaluation of a saved run: its config, the backbone and a stored adapter."""
+"""Re-scoring a saved run (`retain eval RUN`): its config, the backbone and a stored adapter.
+
+In `results/`, above `retain.config` in the layers (docs/architecture.md): it validates the
+saved config as a whole run config, method sections included."""
 
 from __future__ import annotations
 

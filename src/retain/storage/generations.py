@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from retain.results.files import replaced_atomically
-from retain.results.run_files import GENERATIONS
+from retain.storage.files import replaced_atomically
+from retain.storage.run_files import GENERATIONS
 
 GENERATIONS_FILE = GENERATIONS
 """File name of the generated texts inside a run directory."""

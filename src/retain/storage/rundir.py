@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import torch
 
-from retain.results import run_files
+from retain.storage import run_files
 
 try:
     import fcntl
@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
 LOCK_FILE = run_files.LOCK
 WORK_DIR = run_files.WORK
 """Where plugins keep files they rebuild on a fresh start (GeRe's memory-mapped state cache and
-teacher cache); what else a run writes: results/run_files.py."""
+teacher cache); what else a run writes: storage/run_files.py."""
 
 
 class RunDirError(ValueError):
@@ -175,7 +175,7 @@ def refuse_foreign_files(run_dir: Path) -> None:
 
 def refuse_clearing_foreign(run_dir: Path) -> list[Path]:
     """The entries `clear_run_dir` would delete; refused, naming why, unless the folder is a
-    run's and holds only what runs write (results/run_files.py)."""
+    run's and holds only what runs write (storage/run_files.py)."""
     entries = _entries(run_dir)
     if not entries:
         return entries
@@ -221,7 +221,7 @@ class RunLog:
         self._file = open(self.path if enabled else os.devnull, "a")  # noqa: SIM115 - whole run
 
     def write(self, record: dict[str, Any]) -> None:
-        from retain.results.files import naming
+        from retain.storage.files import naming
 
         try:
             self._file.write(json.dumps(record) + "\n")

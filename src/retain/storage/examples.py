@@ -17,7 +17,7 @@ File layout of `examples.npz` (format 2; strings as fixed-width unicode arrays, 
   `c{k}.scores`          float64 [S_k, n_k] (score columns)
   `c{k}.extra_names`     [E_k] names of the extra metrics; `c{k}.extra{e}` float64 [S_k, n_k]
   `c{k}.nll_sum`, `c{k}.token_count`  float64 [S_k, n_k] (perplexity columns)
-  `c{k}.ids`             [n_k] example ids (results/example_ids.py: a hash of the encoded
+  `c{k}.ids`             [n_k] example ids (storage/example_ids.py: a hash of the encoded
                          prompt and answer); written by runs from format 2 on
 `to_dict` gives the same keys with string arrays as lists of str, for checkpoints.
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from retain.results.files import replaced_atomically
+from retain.storage.files import replaced_atomically
 
 EXAMPLES_FILE = "examples.npz"
 """File name of the per-example results inside a run directory."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from retain.config_base import ConfigError, flat_keys
+
 TRACKED_RECORDS = {"step": "train", "eval": "eval", "replay_event": "replay", "task_end": "task"}
 """Record type of `log.jsonl` -> tracker namespace."""
 
@@ -38,8 +40,6 @@ def check_tracker(report_to: str) -> None:
         "mlflow": is_mlflow_available,
     }
     if not available[report_to]():
-        from retain.config import ConfigError
-
         raise ConfigError(
             f"train.report_to={report_to}, but the {PACKAGES[report_to]} package is not "
             f"installed; pip install {PACKAGES[report_to]}, or set train.report_to=none"
@@ -81,8 +81,6 @@ class Trackers:
 
 def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """Trackers take flat hyper-parameters of plain types: nested keys dotted, lists as text."""
-    from retain.config import flat_keys
-
     return {
         k: str(v) if v is None or isinstance(v, list | tuple) else v
         for k, v in flat_keys(config).items()

@@ -65,7 +65,7 @@ for _figure in ("score_matrix", "task_curves", "ap_per_stage", "loss_curves", "r
 
 _ATOMIC_TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]+\.tmp$")
 """`.<name>.<pid>.<hex>.tmp`: a file of the run being replaced when the run was killed
-(results/files.py `replaced_atomically`)."""
+(storage/files.py `replaced_atomically`)."""
 
 
 def entry_of(path: Path) -> RunFile | None:

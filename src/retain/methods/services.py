@@ -51,6 +51,19 @@ class FrozenCopy:
                 p.copy_(tensors[name].to(p.device, p.dtype))
 
 
+@contextmanager
+def whole_weights(model: nn.Module, backward: bool = False) -> Iterator[None]:
+    """The model's weights whole on every process for the duration, so that
+    `named_parameters` yields plain full tensors and forwards need no collective (a sharded
+    model, `train.sharding=fsdp2`: `train.fsdp.gathered`); nothing to do otherwise. With
+    `backward`, gradients may be taken inside with `torch.autograd.grad` on those tensors,
+    and each process may run its own number of passes."""
+    from retain.train.fsdp import gathered
+
+    with gathered(model, backward=backward):
+        yield
+
+
 def all_reduce(
     tensors: list[torch.Tensor], op: Literal["sum", "mean"] = "mean"
 ) -> list[torch.Tensor]:

@@ -126,12 +126,31 @@ def shard_model(
             "(_no_split_modules), so retain cannot choose FSDP units; use train.sharding=none"
         )
     ignored = set(replicated_parameters(plugins))
+    before = {id(p): name for name, p in model.named_parameters()}
     for unit in units:
         fully_shard(unit, mesh=mesh, reshard_after_forward=True, ignored_params=ignored)
     fully_shard(model, mesh=mesh, ignored_params=ignored)
     if ignored:
         _REPLICATED[model] = [p for p in model.parameters() if p in ignored]
+    after = dict(model.named_parameters())
+    _SUCCESSORS[model] = {old: after[name] for old, name in before.items() if name in after}
     return model
+
+
+_SUCCESSORS: weakref.WeakKeyDictionary[nn.Module, dict[int, nn.Parameter]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per sharded model: the id of each parameter before sharding -> the one that replaced it."""
+
+
+def successors(model: nn.Module, params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """The parameters of the sharded `model` that replaced `params` (sharding swaps every
+    parameter for a DTensor one, by name); `params` themselves for a model never sharded.
+    The caller must still hold `params`, so that their ids are not reused."""
+    found = _SUCCESSORS.get(model)
+    if found is None:
+        return params
+    return [found.get(id(p), p) for p in params]
 
 
 def sync_replicated_grads(model: nn.Module) -> None:
@@ -223,6 +242,16 @@ def full_from_parts(part: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return spread.full_tensor()
 
 
+def resharded_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters by name as they persist: a sharded model's units are resharded first
+    (the root stays whole after a training forward, and its whole tensors' memory is freed
+    when it reshards), so a sharded model yields its DTensors; any other model its own."""
+    if model not in _GATHERED:
+        for unit in _units(model):
+            unit.reshard()
+    return dict(model.named_parameters())
+
+
 @contextmanager
 def weights_swapped(model: nn.Module, parts: dict[str, torch.Tensor]) -> Iterator[None]:
     """The sharded `model` holding `parts` (this rank's pieces, by parameter name) in place of
@@ -232,10 +261,8 @@ def weights_swapped(model: nn.Module, parts: dict[str, torch.Tensor]) -> Iterato
     training forward taken before re-gathers its own weights, restored exactly."""
     from torch.distributed.tensor import DTensor
 
-    params = dict(model.named_parameters())
     units = _units(model)
-    for unit in units:
-        unit.reshard()
+    params = resharded_parameters(model)
     own: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, value in parts.items():

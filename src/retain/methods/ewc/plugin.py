@@ -11,7 +11,7 @@ import torch
 from retain.data.encoding import Batch
 from retain.methods.base import Context, Plugin, StepOutputs
 from retain.methods.ewc.fisher import empirical_fisher, penalty
-from retain.methods.services import eval_mode, whole_weights
+from retain.methods.services import eval_mode, persistent_parameters, whole_weights
 
 if TYPE_CHECKING:
     from retain.config import RunConfig
@@ -49,9 +49,13 @@ class EWCPlugin(Plugin):
         self._pieces: _Pieces | None = None
         """`consolidated` cut as the (possibly sharded) parameters are, rebuilt on change."""
 
+    def on_task_start(self, ctx: Context, task: Task) -> None:
+        # outside any forward: a sharded model's own parameters, not the whole ones it gathers
+        self._params = persistent_parameters(ctx.inner_model)
+
     def _named(self, ctx: Context) -> dict[str, torch.nn.Parameter]:
         if self._params is None:
-            self._params = dict(ctx.inner_model.named_parameters())
+            self._params = persistent_parameters(ctx.inner_model)
         return self._params
 
     def extra_loss(

@@ -1,7 +1,9 @@
 """Model services the plugin context offers every method, so that none writes its own:
 a forward with per-row losses on given rows (`Context.rows`, `Context.forward`), a frozen copy
-of the model as a teacher (`FrozenCopy`, `Context.frozen_copy`), and work split across
-processes and added up (`process_share`, `all_reduce`, `Context.shard`, `Context.reduce`).
+of the model as a teacher (`FrozenCopy`, `Context.frozen_copy`), work split across
+processes and added up (`process_share`, `all_reduce`, `Context.shard`, `Context.reduce`),
+and, for a sharded model (`train.sharding=fsdp2`), its whole weights for a pass
+(`whole_weights`) and the parameters that live for the run (`persistent_parameters`).
 docs/adding-a-method.md shows them in use.
 """
 

@@ -261,6 +261,8 @@ def weights_swapped(model: nn.Module, parts: dict[str, torch.Tensor]) -> Iterato
     training forward taken before re-gathers its own weights, restored exactly."""
     from torch.distributed.tensor import DTensor
 
+    if model in _GATHERED:
+        raise RuntimeError("weights_swapped inside gathered: the whole weights would be used")
     units = _units(model)
     params = resharded_parameters(model)
     own: dict[str, torch.Tensor] = {}

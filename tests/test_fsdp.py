@@ -181,14 +181,18 @@ def test_a_teacher_forward_on_one_ranks_rows_is_refused_before_sharding() -> Non
     refuse_rank_local_forwards([SimpleNamespace(name="gere_kl", loss="kl", teacher_cached=True)])
 
 
-@pytest.mark.parametrize("method", ["ewc", "lwf"])
-def test_methods_not_yet_sharded_are_refused_at_start(method: str) -> None:
-    """EWC's per-process Fisher pass and LwF's copied teacher fail under FSDP2 (an all-reduce of
-    a DTensor, a deepcopy of a sharded module): refused before sharding, saying why."""
+def test_a_method_that_cannot_shard_is_refused_at_start_and_ewc_lwf_are_not() -> None:
+    """A plugin naming `fsdp2_unsupported` is refused before sharding, saying why; EWC and LwF
+    run sharded (tests/test_fsdp_regularisers.py)."""
+    from types import SimpleNamespace
+
     from retain.config import load_config
     from retain.methods.registry import build_plugins
     from retain.train.fsdp import refuse_rank_local_forwards
 
-    config = load_config(None, ["model.name_or_path=tiny-random", f"methods=[{method}]"])
-    with pytest.raises(ValueError, match=f"cannot run {method} yet.*train.sharding=none"):
+    odd = SimpleNamespace(name="odd", fsdp2_unsupported="it copies the model")
+    with pytest.raises(ValueError, match="cannot run odd yet: it copies.*train.sharding=none"):
+        refuse_rank_local_forwards([odd])
+    for method in ("ewc", "lwf"):
+        config = load_config(None, ["model.name_or_path=tiny-random", f"methods=[{method}]"])
         refuse_rank_local_forwards(build_plugins(config))

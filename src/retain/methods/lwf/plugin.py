@@ -26,12 +26,14 @@ class LwFPlugin(Plugin):
     current answer token's NLL: α·KL summed over those tokens and scaled like the task loss
     (`answer_tokens`), so the step holds α × (Σ KL) / (task answer tokens of the step), the
     same under any split into micro-batches and processes.
+
+    Decision (`train.sharding=fsdp2`): the teacher is the previous task's pieces of the copied
+    parameters, swapped into the sharded model for its forward (`FrozenCopy`); that forward is
+    a collective, so every process runs it on each micro-batch, on all of its rows (none may
+    be current on one process and some on another), and keeps the current rows' logits.
     """
 
     name = "lwf"
-    fsdp2_unsupported = (
-        "its frozen teacher is a copy of the model, and a sharded model is not copied"
-    )
     needs_logits = True
     loss_weighting = "answer_tokens"
 
@@ -59,9 +61,14 @@ class LwFPlugin(Plugin):
         rows = self._current(ctx, batch).to(batch.input_ids.device)
         sub = Batch(*(t[rows] for t in batch.__dict__.values()))
         student = outputs.logits[rows]
-        if rows.numel():
-            with torch.no_grad():
-                teacher = ctx.forward(sub, self.teacher.model, logits=True).logits
+        if self.teacher.sharded:  # a collective: every process, every micro-batch
+            with torch.no_grad(), self.teacher.active() as model:
+                every = ctx.forward(batch, model, logits=True).logits
+            assert every is not None
+            teacher = every[rows]
+        elif rows.numel():
+            with torch.no_grad(), self.teacher.active() as model:
+                teacher = ctx.forward(sub, model, logits=True).logits
             assert teacher is not None
         else:
             teacher = student.detach()

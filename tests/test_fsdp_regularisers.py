@@ -1,0 +1,112 @@
+"""EWC and LwF under `train.sharding=fsdp2` on two CPU processes (gloo, torchrun): the same
+trainable weights, losses and EWC state as one process with the same global batch, identical
+plugin state on both ranks, and a crashed sharded EWC run resuming bit for bit.
+
+Cost: six runs of the tiny model (2 tasks of 4 steps, 2 test rows a task): two one-process
+runs, four two-process runs (one of them crashed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from retain.train.checkpoint import read_checkpoint
+from tests.test_distributed import _command, _records, _run
+from tests.test_fsdp import FSDP, _assert_same_training, _torchrun
+
+SHORT = ("data.num_tasks=2", "train.steps_per_task=4", "train.warmup_ratio=0.0",
+         "data.max_test_per_task=2")
+EWC = ("methods=[fixed,ewc]", "ewc.weight=1000", "train.checkpoint_every=1")
+
+
+def _plugin_state(run_dir: Path, name: str) -> dict:
+    """The plugin's state in the run's newest checkpoint (after its last task)."""
+    state = read_checkpoint(run_dir / "checkpoints" / "latest")
+    (key,) = [k for k in state["plugins"] if k.endswith(f":{name}")]
+    return state["plugins"][key]
+
+
+def _assert_ranks_agree(run_dir: Path) -> None:
+    """After every task both ranks digested the same plugin state (the loop also refuses)."""
+    states = _records(run_dir, "rank_state")
+    assert len(states) == 2
+    assert all(len(r["plugin_digests"]) == 2 and len(set(r["plugin_digests"])) == 1
+               for r in states)
+
+
+def _assert_same_method_losses(one: Path, two: Path, method: str) -> None:
+    a, b = ([r["losses"][method] for r in _records(d, "step") if r["task"] > 0]
+            for d in (one, two))
+    assert len(a) == len(b) > 0 and max(a) > 0  # the term is on in task 2
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
+
+
+def _assert_same_ewc_state(one: Path, two: Path) -> None:
+    """Fisher and anchors of both tasks: full tensors, equal to one process's."""
+    a, b = (_plugin_state(d, "ewc")["consolidated"] for d in (one, two))
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b, strict=True):
+        for part in ("fisher", "anchor"):
+            assert x[part].keys() == y[part].keys() and x[part]
+            for name in x[part]:
+                assert x[part][name].shape == y[part][name].shape  # whole, not a shard
+                torch.testing.assert_close(y[part][name], x[part][name], atol=1e-5, rtol=1e-3)
+    assert any(float(f.abs().max()) > 0 for f in a[0]["fisher"].values())
+
+
+@pytest.fixture(scope="module")
+def ewc_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """EWC with fixed replay on one process (batch 4) and sharded over two (2 rows each)."""
+    out = tmp_path_factory.mktemp("ewc")
+    return _run(out, "one", 1, 4, *SHORT, *EWC), _run(out, "two", 2, 2, *SHORT, *EWC, FSDP)
+
+
+def test_sharded_ewc_equals_one_process(ewc_runs: tuple[Path, Path]) -> None:
+    one, two = ewc_runs
+    _assert_same_training(one, two, tol=1e-5)
+    assert sum(r["replayed"] for r in _records(two, "step")) > 0
+    _assert_same_method_losses(one, two, "ewc")
+    _assert_same_ewc_state(one, two)
+    _assert_ranks_agree(two)
+    fisher = [[r["fisher_mean"] for r in _records(d, "ewc")] for d in (one, two)]
+    assert len(fisher[0]) == 2 and fisher[0] == pytest.approx(fisher[1], rel=1e-4)
+
+
+def test_crashed_sharded_ewc_run_resumes_bit_identically(
+    ewc_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Dies in task 2 as it is about to save step 3: step 3 is logged, not checkpointed, and
+    is redone from step 2's checkpoint (task 1's Fisher and anchor, the sharded optimizer)."""
+    _, whole = ewc_runs
+    extra = (*SHORT, *EWC, FSDP)
+    args = _command(tmp_path, "killed", 1, 2, *extra)[3:]  # after `python -m retain`
+    crashed = _torchrun("crash", "1", "3", *args)
+    assert crashed.returncode != 0
+    killed = tmp_path / "killed"
+    assert not (killed / "metrics.json").exists()
+    assert max(r["task_step"] for r in _records(killed, "step") if r["task"] == 1) == 3
+    resumed = _run(tmp_path, "killed", 2, 2, *extra)
+    assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
+    _assert_same_training(whole, resumed, tol=0.0)
+    _assert_ranks_agree(resumed)
+    a, b = (_plugin_state(d, "ewc")["consolidated"] for d in (whole, resumed))
+    for x, y in zip(a, b, strict=True):
+        for part in ("fisher", "anchor"):
+            assert all(torch.equal(x[part][n], y[part][n]) for n in x[part])
+
+
+def test_sharded_lwf_equals_one_process(tmp_path: Path) -> None:
+    extra = (*SHORT, "methods=[lwf]")
+    one = _run(tmp_path, "one", 1, 4, *extra)
+    two = _run(tmp_path, "two", 2, 2, *extra, FSDP)
+    _assert_same_training(one, two, tol=1e-5)
+    _assert_same_method_losses(one, two, "lwf")
+    _assert_ranks_agree(two)
+    # the teacher (the previous task's adapter: the backbone is shared) is saved whole
+    a, b = (_plugin_state(d, "lwf")["teacher"] for d in (one, two))
+    assert a.keys() == b.keys() and a and all("lora_" in name for name in a)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=0)

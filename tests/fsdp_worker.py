@@ -32,14 +32,9 @@ def shards() -> None:
 
     from retain.config import ModelConfig
     from retain.models.adapters import prepare_for_finetuning, trainable_state_dict
+    from retain.models.sharding import gathered, is_sharded
     from retain.models.tiny import tiny_model_and_tokenizer
-    from retain.train.fsdp import (
-        full_trainable_state,
-        gathered,
-        is_sharded,
-        load_full_trainable_state,
-        shard_model,
-    )
+    from retain.train.fsdp import full_trainable_state, load_full_trainable_state, shard_model
 
     accelerator = Accelerator(cpu=True)
     check_process_count(accelerator)

@@ -109,7 +109,7 @@ class Context:
         """Called by the loop once the model is prepared: `inner` is it without its
         distributed wrapper, `backbone` the loaded model's parameters before any adapter;
         those still in the model and frozen never change (LoRA) and are shared by copies."""
-        from retain.train.fsdp import successors
+        from retain.models.sharding import successors
 
         backbone = successors(inner, backbone)  # sharded (fsdp2): the DTensors that replaced them
         current = {id(p): p for p in inner.parameters()}

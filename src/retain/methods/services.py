@@ -32,13 +32,13 @@ class FrozenCopy:
 
     Sharded (`train.sharding=fsdp2`), a module cannot be deep-copied: the teacher keeps this
     process's piece of each copied parameter, and `active()` swaps those pieces into the
-    training model itself for a forward (`train.fsdp.weights_swapped`), every process at once
+    training model itself for a forward (`models.sharding.weights_swapped`), every process at once
     since sharded forwards are collectives. Its memory is then the copied parameters divided
     by the processes; `state_dict` gathers them whole (a collective).
     """
 
     def __init__(self, model: nn.Module, shared: frozenset[int]) -> None:
-        from retain.train.fsdp import is_sharded
+        from retain.models.sharding import is_sharded
 
         self.sharded = is_sharded(model)
         if self.sharded:
@@ -62,7 +62,7 @@ class FrozenCopy:
         if not self.sharded:
             yield self.model
             return
-        from retain.train.fsdp import weights_swapped
+        from retain.models.sharding import weights_swapped
 
         with weights_swapped(self.model, self.pieces), eval_mode(self.model):
             yield self.model
@@ -70,7 +70,7 @@ class FrozenCopy:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The copied parameters by name (what differs from the training model later)."""
         if self.sharded:
-            from retain.train.fsdp import full_from_parts
+            from retain.models.sharding import full_from_parts
 
             return {
                 name: full_from_parts(self.pieces[name], p).cpu()
@@ -83,7 +83,7 @@ class FrozenCopy:
         if missing:
             raise ValueError(f"teacher state lacks {len(missing)} parameters, e.g. {missing[0]}")
         if self.sharded:
-            from retain.train.fsdp import local_part
+            from retain.models.sharding import local_part
 
             for name, p in self.owned.items():
                 value = tensors[name].to(p.device, p.dtype)
@@ -96,16 +96,16 @@ class FrozenCopy:
 
 def _piece(param: torch.Tensor) -> torch.Tensor:
     """This process's piece of a sharded parameter, the parameter itself when whole."""
-    from retain.train.fsdp import is_shard
+    from retain.models.sharding import is_shard
 
     return param.to_local() if is_shard(param) else param  # type: ignore[attr-defined]
 
 
 def persistent_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The model's parameters by name, the objects that live for the run: a sharded model's
-    DTensors (`train.fsdp.resharded_parameters`), never the whole tensors it gathers for a
+    DTensors (`models.sharding.resharded_parameters`), never the whole tensors it gathers for a
     forward, which it frees again."""
-    from retain.train.fsdp import resharded_parameters
+    from retain.models.sharding import resharded_parameters
 
     return resharded_parameters(model)
 
@@ -114,10 +114,10 @@ def persistent_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 def whole_weights(model: nn.Module, backward: bool = False) -> Iterator[None]:
     """The model's weights whole on every process for the duration, so that
     `named_parameters` yields plain full tensors and forwards need no collective (a sharded
-    model, `train.sharding=fsdp2`: `train.fsdp.gathered`); nothing to do otherwise. With
+    model, `train.sharding=fsdp2`: `models.sharding.gathered`); nothing to do otherwise. With
     `backward`, gradients may be taken inside with `torch.autograd.grad` on those tensors,
     and each process may run its own number of passes."""
-    from retain.train.fsdp import gathered
+    from retain.models.sharding import gathered
 
     with gathered(model, backward=backward):
         yield

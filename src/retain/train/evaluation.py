@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retain.eval.evaluate import encode_eval_set, example_scores
+from retain.models.sharding import is_sharded
 from retain.storage.example_ids import evaluator_ids
 from retain.storage.examples import EXAMPLES_FILE
 from retain.storage.generations import GENERATIONS_FILE, update_generations
 from retain.train.distributed import shards
-from retain.train.fsdp import full_model_state, is_sharded
+from retain.train.fsdp import full_model_state
 from retain.train.resume import run_fingerprint
 
 if TYPE_CHECKING:

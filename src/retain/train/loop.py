@@ -38,6 +38,7 @@ from retain.eval.row import RowEvaluator
 from retain.methods.base import Context, Plugin, StepOutputs, overrides
 from retain.methods.registry import build_plugins
 from retain.models.hidden import projects_kept_positions
+from retain.models.sharding import gathered
 from retain.progress import progress
 from retain.storage.examples import ExampleResults
 from retain.storage.trackers import Trackers, check_tracker
@@ -301,7 +302,7 @@ class ContinualTrainer:
         for plugin in self.plugins_with("on_task_end"):
             plugin.on_task_end(ctx, task)
         if self.accelerator.num_processes > 1:  # every rank must hold the same plugin state
-            with fsdp.gathered(self.model):  # plugin tensors that live in the model, whole
+            with gathered(self.model):  # plugin tensors that live in the model, whole
                 digests = plugin_state_digests(self.accelerator, self.plugins)
             self.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
             if len(set(digests)) != 1:
@@ -365,7 +366,7 @@ class ContinualTrainer:
             write_fingerprint(self)
             for plugin in self.plugins_with("on_stream_start"):
                 plugin.on_stream_start(self.ctx)
-            with fsdp.gathered(self.model):  # whole weights: ranks score different examples
+            with gathered(self.model):  # whole weights: ranks score different examples
                 evaluate_stage(self, 0)
             self.save(-1, 0, "done")
             state = {"position": {"task": -1, "step": 0, "phase": "done"}}
@@ -374,7 +375,7 @@ class ContinualTrainer:
         for t in range(first, len(self.stream)):
             mid_task = pos["phase"] == "train" and t == pos["task"]
             self.train_task(t, pos["step"] if mid_task else 0, state if mid_task else None)
-            with fsdp.gathered(self.model):
+            with gathered(self.model):
                 evaluate_stage(self, t + 1)
             export_adapter(self, t)
             self.save(t, 0, "done")

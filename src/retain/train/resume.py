@@ -140,7 +140,8 @@ def write_fingerprint(trainer: ContinualTrainer) -> None:
 
 def trainable_state(trainer: ContinualTrainer) -> dict[str, torch.Tensor]:
     from retain.models.adapters import trainable_state_dict
-    from retain.train.fsdp import full_trainable_state, is_sharded
+    from retain.models.sharding import is_sharded
+    from retain.train.fsdp import full_trainable_state
 
     if is_sharded(trainer.model):
         return full_trainable_state(trainer.model)
@@ -151,7 +152,7 @@ def trainable_state(trainer: ContinualTrainer) -> dict[str, torch.Tensor]:
 
 def plugin_states(trainer: ContinualTrainer) -> dict[str, Any]:
     """Every plugin's state; a plugin tensor that lives in a sharded model is read whole."""
-    from retain.train.fsdp import gathered
+    from retain.models.sharding import gathered
 
     with gathered(trainer.model):
         return {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)}
@@ -190,7 +191,8 @@ def restore_state(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
     # plugins first: an adapter method sets which of its parameters train (and restores the
     # frozen ones) before the trainable parameters are matched by name
     restore_plugins(trainer, state)
-    from retain.train.fsdp import is_sharded, load_full_trainable_state
+    from retain.models.sharding import is_sharded
+    from retain.train.fsdp import load_full_trainable_state
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if is_sharded(model):

@@ -117,7 +117,7 @@ class EWCPlugin(Plugin):
 
 class _Pieces:
     """The consolidated pairs cut as the parameters are: a sharded parameter's Fisher and
-    anchor as this process's piece (`train.fsdp.local_part`), a whole one's whole.
+    anchor as this process's piece (`models.sharding.local_part`), a whole one's whole.
 
     The penalty is a sum over elements, so each process sums its pieces, and the processes'
     sums add up to the whole penalty (one all-reduce of a scalar per call, in lockstep like
@@ -125,7 +125,7 @@ class _Pieces:
     piece of the whole penalty's gradient: FSDP2 adds it to the reduced task gradient as is."""
 
     def __init__(self, params: dict[str, torch.nn.Parameter], pairs: list[Pair]) -> None:
-        from retain.train.fsdp import is_shard, local_part
+        from retain.models.sharding import is_shard, local_part
 
         self.sharded = {n: p for n, p in params.items() if is_shard(p)}
         self.whole = {n: p for n, p in params.items() if not is_shard(p)}

@@ -151,13 +151,13 @@ def micro_batch_loss(
     world = parts.accelerator.num_processes
     outputs, nll_sum = forward(model, batch, parts.hidden_source, parts.full_logits)
     if any(p.ce_per_micro_batch for p in lossers):
-        parts = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
+        ce = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
     else:
-        parts = group_losses(nll_sum, batch, scales)
-    loss = parts["task"]
-    if "general_lm" in parts:
-        loss = loss + parts["general_lm"]
-    named = {name: part.detach() / world for name, part in parts.items()}
+        ce = group_losses(nll_sum, batch, scales)
+    loss = ce["task"]
+    if "general_lm" in ce:
+        loss = loss + ce["general_lm"]
+    named = {name: part.detach() / world for name, part in ce.items()}
     for plugin in lossers:
         for name, value in plugin.extra_loss(parts.ctx, batch, outputs).items():
             weighted = scales.weigh(plugin, batch, value)

@@ -135,3 +135,34 @@ def test_train_has_no_import_cycle() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_a_checkpoint_without_a_field_is_refused_naming_it_and_the_fix(tmp_path: Path) -> None:
+    """Through the trainer's own save and resume: the run state written is the one read back,
+    and a checkpoint that lacks a field says which, and how to go on."""
+    from retain.config import load_config
+    from retain.train.loop import ContinualTrainer
+    from retain.train.resume import CHECKPOINTS, ResumeError, load_resume_state
+
+    cfg = load_config(None, ["model.name_or_path=tiny-random", "data.stream=builtin",
+                             "data.num_tasks=2", "data.max_train_per_task=8",
+                             "data.max_test_per_task=4", "data.valid_per_task=2",
+                             "train.progress=false", f"output_dir={tmp_path}", "name=rs"])
+    trainer = ContinualTrainer(cfg)
+    try:
+        trainer.state.counters["samples"] = 12.0
+        trainer.state.global_step = 3
+        trainer.state.matrix.set_row(0, {trainer.parts.stream.task_names[0]: 0.5})
+        trainer.save(-1, 0, "done")
+        restored = load_resume_state(trainer.parts)
+        assert restored is not None
+        run, checkpoint = restored
+        assert run.global_step == 3 and run.matrix == trainer.state.matrix
+        assert trainer.parts.ctx.counters is run.counters and run.counters["samples"] == 12.0
+        latest = cfg.run_dir / CHECKPOINTS / "latest"
+        del checkpoint["matrix"]
+        save_checkpoint(latest, checkpoint)
+        with pytest.raises(ResumeError, match=r"'matrix'.*--overwrite"):
+            load_resume_state(trainer.parts)
+    finally:
+        trainer.close()

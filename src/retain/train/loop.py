@@ -4,6 +4,11 @@ One lean loop on accelerate (so DDP/FSDP/DeepSpeed come from an existing engine)
 batch composition step by step so that plugins can mix replay rows in, computes the loss once
 from the logits so that per-sample losses are free for methods that track samples, and calls
 each hook only on the plugins that implement it.
+
+A run is its parts (train/components.py, built by train/build.py) and its state (train/state.py);
+this module is the task loop. One step, top to bottom: train/step.py. Evaluation rows and
+adapters: train/evaluation.py. Checkpoints and resume: train/resume.py. metrics.json:
+train/outcome.py.
 """
 
 from __future__ import annotations

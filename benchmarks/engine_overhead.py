@@ -43,11 +43,11 @@ def main() -> None:
         "train.lr=1e-4", f"output_dir={out}", "name=overhead",
     ])
     trainer = ContinualTrainer(config)
-    model, pad = trainer.model, int(trainer.tokenizer.pad_token_id)
-    pool = trainer.ctx.task_samples[0]
+    model, pad = trainer.parts.model, int(trainer.parts.tokenizer.pad_token_id)
+    pool = trainer.parts.ctx.task_samples[0]
     order = TaskOrder(pool, config.seed, 0, args.batch_size)
     batches = [
-        collate(trainer.store, BatchPlan(order.batch(k), [False] * args.batch_size), pad)
+        collate(trainer.parts.store, BatchPlan(order.batch(k), [False] * args.batch_size), pad)
         for k in range(args.steps)
     ]
     tokens = sum(int(b.attention_mask.sum()) for b in batches)

@@ -48,12 +48,12 @@ def trainer_for(args: argparse.Namespace, loss: str, out: str) -> ContinualTrain
         "general.mixing=per_batch", f"general.per_batch_rows={args.k}",
     ])
     trainer = ContinualTrainer(config)
-    trainer.plugins[0].on_stream_start(trainer.ctx)
+    trainer.parts.plugins[0].on_stream_start(trainer.parts.ctx)
     return trainer
 
 
 def last_step_seconds(trainer: ContinualTrainer) -> float:
-    lines = (trainer.run_dir / "log.jsonl").read_text().splitlines()
+    lines = (trainer.parts.run_dir / "log.jsonl").read_text().splitlines()
     return float([json.loads(x) for x in lines if '"type": "step"' in x][-1]["seconds"])
 
 
@@ -83,7 +83,7 @@ def main() -> None:
         raise SystemExit(f"general text not found at {args.source}; pass --source")
     out = tempfile.mkdtemp()
     tm, lm = trainer_for(args, "tm", out), trainer_for(args, "lm", out)
-    plugin = tm.plugins[0]
+    plugin = tm.parts.plugins[0]
     assert isinstance(plugin, GeneralReplayPlugin)
     ours, reference, tokens, dim = cache_bytes(plugin)
     print(f"model {args.model}: replay set {args.rows} rows, {tokens} tokens, hidden size {dim}")
@@ -135,14 +135,15 @@ def tm_call_seconds(trainer: ContinualTrainer, repeats: int = 20) -> float:
     from retain.train.batches import task_planner
     from retain.train.step import forward
 
-    ctx, plugin = trainer.ctx, trainer.plugins[0]
+    ctx, plugin = trainer.parts.ctx, trainer.parts.plugins[0]
     pool = plugin.task_data(ctx, 0, list(ctx.task_samples[0]))
-    tc = trainer.config.train
-    planner = task_planner(trainer.store, pool, trainer.config.seed, 0, ctx, tc.batch_size,
+    parts = trainer.parts
+    tc = parts.config.train
+    planner = task_planner(parts.store, pool, parts.config.seed, 0, ctx, tc.batch_size,
                            tc.grad_accum, [], [plugin], plugin.reserved_rows(ctx))
-    pad = int(trainer.tokenizer.pad_token_id)
-    batch = collate(trainer.store, planner.plan(0).plans[0], pad).to(trainer.device)
-    outputs, _ = forward(trainer.model, batch, trainer.hidden_source)
+    pad = int(trainer.parts.tokenizer.pad_token_id)
+    batch = collate(trainer.parts.store, planner.plan(0).plans[0], pad).to(trainer.parts.device)
+    outputs, _ = forward(trainer.parts.model, batch, trainer.parts.hidden_source)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -92,12 +92,12 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = _model(args, device)
     trainer = ContinualTrainer(config, model=model, tokenizer=tokenizer)
-    precision = trainer.accelerator.mixed_precision
-    pool = trainer.ctx.task_samples[0]
+    precision = trainer.parts.accelerator.mixed_precision
+    pool = trainer.parts.ctx.task_samples[0]
     order = TaskOrder(pool, config.seed, 0, args.batch_size)
-    pad = int(trainer.tokenizer.pad_token_id)
+    pad = int(trainer.parts.tokenizer.pad_token_id)
     batches = [
-        collate(trainer.store, BatchPlan(order.batch(k), [False] * args.batch_size), pad)
+        collate(trainer.parts.store, BatchPlan(order.batch(k), [False] * args.batch_size), pad)
         for k in range(args.steps)
     ]
     tokens = sum(int(b.attention_mask.sum()) for b in batches)

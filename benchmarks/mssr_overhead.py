@@ -33,9 +33,10 @@ from retain.config import load_config
 from retain.train.loop import ContinualTrainer
 cfg = load_config(None, sys.argv[2:])
 trainer = ContinualTrainer(cfg)
-_, timing = measure(lambda: [trainer.train_task(t, 0, None) for t in range(len(trainer.stream))])
+tasks = range(len(trainer.parts.stream))
+_, timing = measure(lambda: [trainer.train_task(t, 0, None) for t in tasks])
 print(json.dumps({"seconds": timing.wall, "cpu_seconds": timing.cpu,
-                  "counters": trainer.ctx.counters,
+                  "counters": trainer.parts.ctx.counters,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

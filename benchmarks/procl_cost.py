@@ -96,8 +96,8 @@ def main() -> None:
     step = run_rounds({m: (lambda m=m: train(m)) for m in trainers}, args.rounds, show)
 
     # ------------------------------------------------------------ inference
-    procl = trainers["procl"].accelerator.unwrap_model(trainers["procl"].model).eval()
-    plain = trainers["seq_lora"].accelerator.unwrap_model(trainers["seq_lora"].model).eval()
+    procl = trainers["procl"].parts.inner_model().eval()
+    plain = trainers["seq_lora"].parts.inner_model().eval()
     factors = dict(procl.named_parameters())
     with torch.no_grad():
         for name, p in plain.named_parameters():

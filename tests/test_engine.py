@@ -106,8 +106,9 @@ def test_multitask_trains_every_stage_on_all_tasks(tmp_path: Path) -> None:
     from retain.train.loop import ContinualTrainer
 
     trainer = ContinualTrainer(tiny_config(tmp_path, "name=mt", "methods=[multitask]"))
-    pool = trainer.plugins[0].task_data(trainer.ctx, 0, trainer.ctx.task_samples[0])
-    assert sorted(pool) == list(range(len(trainer.store)))
+    parts = trainer.parts
+    pool = parts.plugins[0].task_data(parts.ctx, 0, parts.ctx.task_samples[0])
+    assert sorted(pool) == list(range(len(parts.store)))
 
 
 RESUME_SETTINGS = {

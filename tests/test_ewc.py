@@ -65,10 +65,10 @@ def _trainer(tmp_path: Path, *extra: str) -> ContinualTrainer:
 
 def test_the_plugins_fisher_on_a_tiny_model_matches_a_direct_computation(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, "ewc.fisher_batch_size=3", "ewc.fisher_max_rows=7")
-    ctx, plugin = trainer.ctx, trainer.plugins[0]
+    ctx, plugin = trainer.parts.ctx, trainer.parts.plugins[0]
     assert isinstance(plugin, EWCPlugin)
     ctx.task_index = 0
-    plugin.on_task_end(ctx, trainer.stream.tasks[0])
+    plugin.on_task_end(ctx, trainer.parts.stream.tasks[0])
     ((fisher, anchor),) = plugin.consolidated
     model = ctx.inner_model
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -93,34 +93,34 @@ def test_the_plugins_fisher_on_a_tiny_model_matches_a_direct_computation(tmp_pat
 
 def test_online_mode_keeps_one_decayed_fisher(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, "ewc.mode=online", "ewc.decay=0.5", "ewc.fisher_max_rows=4")
-    ctx, plugin = trainer.ctx, trainer.plugins[0]
+    ctx, plugin = trainer.parts.ctx, trainer.parts.plugins[0]
     ctx.task_index = 0
-    plugin.on_task_end(ctx, trainer.stream.tasks[0])
+    plugin.on_task_end(ctx, trainer.parts.stream.tasks[0])
     (first, _), = plugin.consolidated
     first = {n: f.clone() for n, f in first.items()}
     ctx.task_index = 1
-    plugin.on_task_end(ctx, trainer.stream.tasks[1])
+    plugin.on_task_end(ctx, trainer.parts.stream.tasks[1])
     ((both, _),) = plugin.consolidated
     separate = _trainer(tmp_path / "s", "ewc.fisher_max_rows=4")
-    separate.ctx.task_index = 1
-    separate.plugins[0].on_task_end(separate.ctx, separate.stream.tasks[1])
-    ((second, _),) = separate.plugins[0].consolidated
+    separate.parts.ctx.task_index = 1
+    separate.parts.plugins[0].on_task_end(separate.parts.ctx, separate.parts.stream.tasks[1])
+    ((second, _),) = separate.parts.plugins[0].consolidated
     for n in both:
         assert torch.allclose(both[n], 0.5 * first[n] + second[n], rtol=1e-5)
 
 
 def test_state_round_trip_gives_the_same_penalty(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, "ewc.fisher_max_rows=4")
-    ctx, plugin = trainer.ctx, trainer.plugins[0]
+    ctx, plugin = trainer.parts.ctx, trainer.parts.plugins[0]
     ctx.task_index = 0
-    plugin.on_task_end(ctx, trainer.stream.tasks[0])
+    plugin.on_task_end(ctx, trainer.parts.stream.tasks[0])
     with torch.no_grad():
         for p in ctx.inner_model.parameters():
             if p.requires_grad:
                 p.add_(0.01)
     value = plugin.extra_loss(ctx, None, None)["ewc"]  # type: ignore[arg-type]
     assert float(value.detach()) > 0 and value.requires_grad
-    fresh = EWCPlugin(trainer.config, "ewc")
+    fresh = EWCPlugin(trainer.parts.config, "ewc")
     fresh.load_state_dict(plugin.state_dict())
     again = fresh.extra_loss(ctx, None, None)["ewc"]  # type: ignore[arg-type]
     assert float(again.detach()) == float(value.detach())

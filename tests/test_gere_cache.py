@@ -68,16 +68,16 @@ def test_activation_buffer_spills_to_a_file_with_the_same_values() -> None:
 
 def test_plugin_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path)
-    plugin = trainer.plugins[0]
+    plugin = trainer.parts.plugins[0]
     assert isinstance(plugin, GeneralReplayPlugin)
-    tasks_rows = len(trainer.store)
-    plugin.on_stream_start(trainer.ctx)
-    assert plugin.store_first == tasks_rows and len(trainer.store) == tasks_rows + 10
-    assert all(trainer.store.task_of[i] == -1 for i in range(tasks_rows, tasks_rows + 10))
+    tasks_rows = len(trainer.parts.store)
+    plugin.on_stream_start(trainer.parts.ctx)
+    assert plugin.store_first == tasks_rows and len(trainer.parts.store) == tasks_rows + 10
+    assert all(trainer.parts.store.task_of[i] == -1 for i in range(tasks_rows, tasks_rows + 10))
     save_checkpoint(tmp_path / "ck", {"plugin": plugin.state_dict()})
     state = read_checkpoint(tmp_path / "ck")["plugin"]
 
-    fresh = GeneralReplayPlugin(trainer.config, "gere")
+    fresh = GeneralReplayPlugin(trainer.parts.config, "gere")
     fresh.load_state_dict(state)
     assert fresh.replay is not None and plugin.replay is not None and plugin.cache is not None
     assert fresh.replay.rows == plugin.replay.rows and fresh.store_first == plugin.store_first
@@ -91,29 +91,29 @@ def test_plugin_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
 
     # a resumed process has a new store: the rows come back at the same ids
     resumed = _trainer(tmp_path / "again")
-    assert len(resumed.store) == tasks_rows
-    pool = fresh.task_data(resumed.ctx, 0, resumed.ctx.task_samples[0])
+    assert len(resumed.parts.store) == tasks_rows
+    pool = fresh.task_data(resumed.parts.ctx, 0, resumed.parts.ctx.task_samples[0])
     assert pool[-10:] == list(range(tasks_rows, tasks_rows + 10))
-    assert resumed.store.input_ids[tasks_rows:] == plugin.replay.rows
-    assert resumed.store.labels[tasks_rows:] == plugin.replay.rows
+    assert resumed.parts.store.input_ids[tasks_rows:] == plugin.replay.rows
+    assert resumed.parts.store.labels[tasks_rows:] == plugin.replay.rows
 
 
 def test_memory_mapped_cache_reads_the_same_states(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, "general.cache=mmap")
-    plugin = trainer.plugins[0]
-    plugin.on_stream_start(trainer.ctx)
+    plugin = trainer.parts.plugins[0]
+    plugin.on_stream_start(trainer.parts.ctx)
     assert plugin.cache is not None and isinstance(plugin.cache.packed, np.memmap)
     files = list(tmp_path.glob("cache/work/gere_states.rank*.u8"))
     assert len(files) == 1 and files[0].stat().st_size == plugin.cache.nbytes
-    in_memory = _trainer(tmp_path / "mem").plugins[0]
-    in_memory.on_stream_start(_trainer(tmp_path / "mem2").ctx)
+    in_memory = _trainer(tmp_path / "mem").parts.plugins[0]
+    in_memory.on_stream_start(_trainer(tmp_path / "mem2").parts.ctx)
     assert in_memory.cache is not None
     np.testing.assert_array_equal(np.asarray(plugin.cache.packed), in_memory.cache.packed)
     rows = [3, 0, 7]
     torch.testing.assert_close(plugin.cache.states(rows, torch.device("cpu")),
                                in_memory.cache.states(rows, torch.device("cpu")), rtol=0, atol=0)
     save_checkpoint(tmp_path / "ck", {"plugin": plugin.state_dict()})
-    fresh = GeneralReplayPlugin(trainer.config, "gere")
+    fresh = GeneralReplayPlugin(trainer.parts.config, "gere")
     fresh.load_state_dict(read_checkpoint(tmp_path / "ck")["plugin"])
     assert fresh.cache is not None and isinstance(fresh.cache.packed, np.memmap)
     np.testing.assert_array_equal(np.asarray(fresh.cache.packed), in_memory.cache.packed)

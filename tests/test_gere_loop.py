@@ -128,11 +128,11 @@ def _one_step(tmp_path: Path, name: str, batch: int, accum: int) -> tuple[dict, 
                       "model.lora.dropout=0.0", "data.num_tasks=1", "general.size=4",
                       f"train.batch_size={batch}", f"train.grad_accum={accum}", "seed=3")
     trainer = ContinualTrainer(cfg)
-    trainer.plugins[0].on_stream_start(trainer.ctx)
+    trainer.parts.plugins[0].on_stream_start(trainer.parts.ctx)
     trainer.train_task(0, 0, None)
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.parts.inner_model()
     weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-    step = events(trainer.run_dir, "step")[0]
+    step = events(trainer.parts.run_dir, "step")[0]
     return weights, [step["general"], step["losses"]]
 
 
@@ -182,9 +182,9 @@ def test_mssr_and_gere_in_one_run_keep_general_rows_out_of_the_buffer(tmp_path: 
                       "replay.buffer_size=12")
     trainer = ContinualTrainer(cfg)
     result = trainer.run()
-    mssr, gere = trainer.plugins
-    general = set(range(gere.store_first, len(trainer.store)))
-    assert len(general) == 8 and all(trainer.store.task_of[i] == -1 for i in general)
+    mssr, gere = trainer.parts.plugins
+    general = set(range(gere.store_first, len(trainer.parts.store)))
+    assert len(general) == 8 and all(trainer.parts.store.task_of[i] == -1 for i in general)
     assert len(mssr.buffer) > 0 and not general & set(int(i) for i in mssr.buffer.ids)
     assert not mssr.memory.tracked[sorted(general)].any()
     steps = events(result.run_dir, "step")
@@ -247,4 +247,4 @@ def test_replay_rows_longer_than_the_model_are_refused(tmp_path: Path) -> None:
                              f"general.source={long}", "general.max_tokens=5000"])
     trainer = ContinualTrainer(cfg)
     with pytest.raises(ConfigError, match="do not fit the model's 4096 positions"):
-        trainer.plugins[0].on_stream_start(trainer.ctx)
+        trainer.parts.plugins[0].on_stream_start(trainer.parts.ctx)

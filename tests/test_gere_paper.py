@@ -40,8 +40,8 @@ def _trainer(tmp_path: Path, method: str, *extra: str) -> ContinualTrainer:
                       "train.mixed_precision='no'", "model.lora.dropout=0.0", "general.size=4",
                       "train.batch_size=4", "train.grad_accum=3", "seed=5", *extra)
     trainer = ContinualTrainer(cfg)
-    trainer.plugins[0].on_stream_start(trainer.ctx)
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    trainer.parts.plugins[0].on_stream_start(trainer.parts.ctx)
+    model = trainer.parts.inner_model()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -52,13 +52,13 @@ def _trainer(tmp_path: Path, method: str, *extra: str) -> ContinualTrainer:
 
 def _micro_batches(trainer: ContinualTrainer) -> tuple[StepPlan, list[Batch]]:
     """Three micro-batches: 3 task rows + 1 general row, 4 task rows, 3 general rows."""
-    plugin = trainer.plugins[0]
+    plugin = trainer.parts.plugins[0]
     assert isinstance(plugin, GeneralReplayPlugin)
-    task = list(trainer.ctx.task_samples[0])
+    task = list(trainer.parts.ctx.task_samples[0])
     general = [plugin.store_first + i for i in range(4)]
     rows = [[task[0], general[0], task[1], task[2]], task[3:7], general[1:4]]
     plans = [BatchPlan(r, [False] * len(r)) for r in rows]
-    store = trainer.store
+    store = trainer.parts.store
     flat = [i for r in rows for i in r]
     plan = StepPlan(
         plans=plans,
@@ -69,7 +69,7 @@ def _micro_batches(trainer: ContinualTrainer) -> tuple[StepPlan, list[Batch]]:
         general_rows=sum(1 for i in flat if store.task_of[i] < 0),
         general_tokens=sum(store.loss_tokens[i] for i in flat if store.task_of[i] < 0),
     )
-    pad = int(trainer.tokenizer.pad_token_id)
+    pad = int(trainer.parts.tokenizer.pad_token_id)
     return plan, [collate(store, p, pad) for p in plans]
 
 
@@ -81,10 +81,10 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _ours(trainer: ContinualTrainer) -> tuple[float, dict[str, torch.Tensor]]:
     plan, batches = _micro_batches(trainer)
-    trainer.model.train()
-    losses, _ = accumulate_gradients(trainer, batches, LossScales.of(plan, 1),
-                                     trainer.plugins_with("extra_loss"))
-    return sum(float(v) for v in losses.values()), _grads(trainer.model)
+    trainer.parts.model.train()
+    losses, _ = accumulate_gradients(trainer.parts, batches, LossScales.of(plan, 1),
+                                     trainer.parts.plugins_with("extra_loss"))
+    return sum(float(v) for v in losses.values()), _grads(trainer.parts.model)
 
 
 def _rows(batch: Batch, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,10 +96,10 @@ def _rows(batch: Batch, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 def _reference(trainer: ContinualTrainer) -> tuple[float, dict[str, torch.Tensor], list[float]]:
     """The reference's step loss on the same rows and weights; also, per mixed micro-batch, the
     ratio of its weighted TM term to its task CE term."""
-    plugin = trainer.plugins[0]
+    plugin = trainer.parts.plugins[0]
     assert isinstance(plugin, GeneralReplayPlugin)
     tau_pos, tau_neg = plugin.moments["tau_pos"].float(), plugin.moments["tau_neg"].float()
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.parts.inner_model()
     model.train()
     _, batches = _micro_batches(trainer)
     total, ratios = 0.0, []

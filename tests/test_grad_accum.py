@@ -57,7 +57,7 @@ def _one_step(
                              f"train.max_grad_norm={clip}"])
     trainer = ContinualTrainer(cfg, stream=_stream(equal))
     trainer.train_task(0, 0, None)
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.parts.inner_model()
     weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
     return weights, seen
 
@@ -100,7 +100,7 @@ def test_the_step_moves_the_weights(tmp_path: Path, monkeypatch) -> None:
     """Guards the two tests above against a step that changes nothing."""
     cfg = load_config(None, [*BASE, f"output_dir={tmp_path}", "name=ref"])
     trainer = ContinualTrainer(cfg, stream=_stream(True))
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.parts.inner_model()
     before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
     after, grads = _one_step(tmp_path, "moved", 8, 1, True, monkeypatch)
     assert any(float(g.abs().max()) > 0 for g in grads)  # lora_B starts at 0

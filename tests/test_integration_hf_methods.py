@@ -2,7 +2,7 @@
 
 Bound and reason: the integration runs retain's own per-step code (the step planner with the
 methods' batch composition, `train.step.micro_batch_loss` with their extra losses and loss
-weighting, `ContinualTrainer.end_step` with their `after_step`), so once the Trainer's
+weighting, `train.step.end_step` with their `after_step`), so once the Trainer's
 optimizer, schedule and clipping match retain's, nothing is left that could differ: the bound
 is zero, for one method of each family (adaptive replay, a regulariser with a frozen teacher,
 an adapter method that replaces the model's layers, general replay with its reserved rows and

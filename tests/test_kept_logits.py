@@ -112,7 +112,7 @@ def test_the_loop_keeps_full_logits_only_for_plugins_that_read_them(
         "data.max_test_per_task=2", "data.valid_per_task=0", "train.progress=false",
         f"general.source={source}", "general.size=4", f"output_dir={tmp_path}", *extra,
     ])
-    assert ContinualTrainer(cfg).full_logits is full
+    assert ContinualTrainer(cfg).parts.full_logits is full
 
 
 class _IntOnly(nn.Module):

@@ -47,10 +47,10 @@ def _perturb(model: torch.nn.Module, scale: float = 0.05) -> None:
 
 def test_lwf_loss_on_current_rows_matches_a_direct_computation(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, "lwf.weight=0.5", "lwf.temperature=3")
-    ctx, plugin = trainer.ctx, trainer.plugins[0]
+    ctx, plugin = trainer.parts.ctx, trainer.parts.plugins[0]
     assert isinstance(plugin, LwFPlugin)
     ctx.task_index = 0
-    plugin.on_task_end(ctx, trainer.stream.tasks[0])  # teacher: the model after task 1
+    plugin.on_task_end(ctx, trainer.parts.stream.tasks[0])  # teacher: the model after task 1
     assert plugin.teacher is not None
     teacher = plugin.teacher.model
     frozen = {n: p.detach().clone() for n, p in plugin.teacher.owned.items()}
@@ -89,11 +89,11 @@ def test_lwf_loss_on_current_rows_matches_a_direct_computation(tmp_path: Path) -
 
 def test_no_teacher_in_the_first_task_and_the_teacher_survives_a_resume(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path)
-    ctx, plugin = trainer.ctx, trainer.plugins[0]
+    ctx, plugin = trainer.parts.ctx, trainer.parts.plugins[0]
     ctx.task_index = 0
     batch = ctx.rows(ctx.task_samples[0][:2])
     assert plugin.extra_loss(ctx, batch, ctx.forward(batch, logits=True)) == {}
-    plugin.on_task_end(ctx, trainer.stream.tasks[0])
+    plugin.on_task_end(ctx, trainer.parts.stream.tasks[0])
     torch.manual_seed(2)
     _perturb(ctx.inner_model)
     ctx.task_index = 1
@@ -102,10 +102,10 @@ def test_no_teacher_in_the_first_task_and_the_teacher_survives_a_resume(tmp_path
         out = ctx.forward(batch, logits=True)
         before = plugin.extra_loss(ctx, batch, out)["lwf"]
     state = plugin.state_dict()
-    fresh = LwFPlugin(trainer.config, "lwf")
+    fresh = LwFPlugin(trainer.parts.config, "lwf")
     fresh.load_state_dict(state)
     assert fresh.state_dict()["teacher"] is state["teacher"]  # a checkpoint before the start
-    fresh.on_task_start(ctx, trainer.stream.tasks[1])
+    fresh.on_task_start(ctx, trainer.parts.stream.tasks[1])
     with torch.no_grad():
         after = fresh.extra_loss(ctx, batch, out)["lwf"]
     assert float(before) > 0 and torch.equal(before, after)

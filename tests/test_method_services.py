@@ -21,12 +21,12 @@ def _trainer(tmp_path: Path, *extra: str) -> ContinualTrainer:
 
 def test_forward_gives_each_rows_mean_answer_loss(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path)
-    ctx = trainer.ctx
+    ctx = trainer.parts.ctx
     batch = ctx.rows(ctx.task_samples[0][:3])
     assert batch.size == 3 and batch.input_ids.device == ctx.device
     with torch.no_grad():
         out = ctx.forward(batch, logits=True)
-        logits = trainer.model(input_ids=batch.input_ids,
+        logits = trainer.parts.model(input_ids=batch.input_ids,
                                attention_mask=batch.attention_mask).logits
     nll, counts = token_losses(logits, batch.labels)
     assert out.logits is not None and out.logits.shape[:2] == batch.input_ids.shape
@@ -40,7 +40,7 @@ def test_forward_gives_each_rows_mean_answer_loss(tmp_path: Path) -> None:
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_a_frozen_copy_keeps_the_model_as_it_was(tmp_path: Path, finetune: str) -> None:
     trainer = _trainer(tmp_path, f"model.finetune={finetune}")
-    ctx = trainer.ctx
+    ctx = trainer.parts.ctx
     teacher = ctx.frozen_copy()
     trainable = [p for p in ctx.inner_model.parameters() if p.requires_grad]
     assert all(not p.requires_grad for p in teacher.model.parameters())

@@ -33,7 +33,7 @@ def test_saved_adapters_reload_in_plain_peft(tmp_path: Path, method: str) -> Non
         trainer.run()
     finally:
         trainer.close()
-    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    model = trainer.parts.inner_model().eval()
     ids = torch.randint(0, 256, (3, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     with torch.no_grad():

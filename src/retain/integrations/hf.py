@@ -125,29 +125,30 @@ class Continual:
         random.seed(cfg.seed)  # as `retain run` does before it builds its trainer
         driver = TrainerDriven(cfg, trainer, stream=stream, overwrite=overwrite)
         try:
-            check_lengths(trainer, driver.store, driver.stream, driver.ctx.task_samples)
-            check_ddp(trainer, driver.plugins, driver.accelerator.num_processes)
+            parts = driver.parts
+            check_lengths(trainer, parts.store, parts.stream, parts.ctx.task_samples)
+            check_ddp(trainer, parts.plugins, parts.accelerator.num_processes)
         except BaseException:
             driver.close()
             raise
         self.driver = driver
-        trainer.model = trainer.model_wrapped = driver.model
+        trainer.model = trainer.model_wrapped = driver.parts.model
         trainer.loss_is_scaled_for_ga = True  # retain's loss is the step's mean already
         trainer._retain = driver
         trainer.add_callback(RetainCallback(driver))
 
     @property
     def config(self) -> RunConfig:
-        return self.driver.config
+        return self.driver.parts.config
 
     @property
     def model(self) -> torch.nn.Module:
         """The model the Trainer trains: the user's with retain's LoRA / adapter layers."""
-        return self.driver.model
+        return self.driver.parts.model
 
     @property
     def run_dir(self) -> Path:
-        return self.driver.run_dir
+        return self.driver.parts.run_dir
 
     def train(self) -> RunResult:
         """Row 0, then every task: `trainer.train()`, evaluation row, adapter, checkpoint; the

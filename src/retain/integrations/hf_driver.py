@@ -11,9 +11,10 @@ checkpoints; retain decides which rows each step trains on and what its loss is:
   time, and accelerate's loader prefetches a batch); `compute_loss` plans the step on its first
   micro-batch with retain's planner and returns each micro-batch's share of retain's loss
   (`train.step.micro_batch_loss`), already scaled for accumulation;
-- a callback runs retain's end of step after each optimizer step (`after_step` hooks,
-  counters, the log record) and saves retain's state next to each Trainer checkpoint, so a
-  killed stream resumes through `trainer.train(resume_from_checkpoint=...)` and retain's state.
+- a callback runs retain's end of step (`train.step.end_step`: `after_step` hooks, counters,
+  the log record) after each optimizer step and saves retain's state next to each Trainer
+  checkpoint, so a killed stream resumes through `trainer.train(resume_from_checkpoint=...)`
+  and retain's state.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from retain.train.batches import StepPlan, StepPlanner
 from retain.train.checkpoint import rng_state, set_rng_state
 from retain.train.loop import ContinualTrainer
 from retain.train.resume import restore_rng
-from retain.train.step import LossScales, micro_batch_loss
+from retain.train.step import LossScales, end_step, micro_batch_loss
 
 ROWS_KEY = "retain_rows"
 """The key of the placeholder batches retain's data loader gives the Trainer."""
@@ -91,7 +92,7 @@ class TrainerDriven(ContinualTrainer):
             overwrite=overwrite,
             accelerator=hf.accelerator,
         )
-        self.log.sink = self.report_to_trainer
+        self.parts.log.sink = self.report_to_trainer
 
     # ----------------------------------------------------------------- the Trainer's trackers
     def report_to_trainer(self, record: dict[str, Any]) -> None:
@@ -106,7 +107,7 @@ class TrainerDriven(ContinualTrainer):
         metrics = super().finish()
         keys = ("ap", "aia", "la", "bwt", "forgetting_max", "fwt", "general_delta", "gap_closed")
         final = {f"retain/{k}": float(metrics[k]) for k in keys if metrics.get(k) is not None}
-        if self.is_main and final:
+        if self.parts.is_main and final:
             self.hf.log(final)
         return metrics
 
@@ -115,13 +116,14 @@ class TrainerDriven(ContinualTrainer):
 
     # ----------------------------------------------------------------- one task
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
-        hf, tc = self.hf, self.config.train
-        task = self.stream.tasks[t]
+        parts, hf = self.parts, self.hf
+        tc, ctx = parts.config.train, parts.ctx
+        task = parts.stream.tasks[t]
         pool, steps = self.begin_task(t)
         checkpoint = None
         if resume_state is not None:
-            restore_rng(self, resume_state)  # plugins were restored before on_task_start
-            self.ctx.task_step = start_step
+            restore_rng(parts.accelerator, resume_state)  # plugins: restored before on_task_start
+            ctx.task_step = start_step
             checkpoint = self.checkpoint_dir(t, start_step)
             if not checkpoint.is_dir():
                 raise FileNotFoundError(
@@ -137,14 +139,14 @@ class TrainerDriven(ContinualTrainer):
         args.output_dir = str(self.output_root / f"task_{t + 1}")
         hf.optimizer, hf.lr_scheduler = None, None  # a fresh optimizer per task
         self.task_run = TaskRun(
-            t, steps, self.planner_for(t, pool), self.plugins_with("extra_loss"), rng_state()
+            t, steps, self.planner_for(t, pool), parts.plugins_with("extra_loss"), rng_state()
         )
         task_start, task_cpu = time.perf_counter(), time.process_time()
         hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         set_rng_state(self.task_run.rng)  # the last step's end, for retain's evaluation row
-        if self.ctx.task_step != steps:
+        if ctx.task_step != steps:
             raise RuntimeError(
-                f"the Trainer stopped task {task.name!r} after {self.ctx.task_step} of {steps} "
+                f"the Trainer stopped task {task.name!r} after {ctx.task_step} of {steps} "
                 "steps (a callback set should_training_stop?); retain's budget decides a task's "
                 "steps"
             )
@@ -153,26 +155,26 @@ class TrainerDriven(ContinualTrainer):
 
     def train_dataloader(self) -> DataLoader:
         """Row slots for exactly the task's steps × accumulation micro-batches per process."""
-        run, hf = self.task_run, self.hf
+        run, hf, accelerator = self.task_run, self.hf, self.parts.accelerator
         assert run is not None
-        per_process = run.steps * self.config.train.grad_accum
+        per_process = run.steps * self.parts.config.train.grad_accum
         size = hf._train_batch_size
-        slots = range(per_process * size * self.accelerator.num_processes)
+        slots = range(per_process * size * accelerator.num_processes)
         loader = DataLoader(slots, batch_size=size, shuffle=False, collate_fn=placeholder_batch)
-        return self.accelerator.prepare(loader)
+        return accelerator.prepare(loader)
 
     # ----------------------------------------------------------------- one step
     def micro_loss(self, model: torch.nn.Module) -> torch.Tensor:
         """The next micro-batch's share of retain's step loss (planned on the first one)."""
-        run = self.task_run
+        run, parts = self.task_run, self.parts
         assert run is not None, "retain's compute_loss runs inside a task"
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        world, rank = parts.accelerator.num_processes, parts.accelerator.process_index
         if run.plan is None:
             run.step_start = time.perf_counter()
             set_rng_state(run.rng)  # see TaskRun.rng
-            run.plan = run.planner.plan(self.ctx.task_step)
-            pad_id = int(self.tokenizer.pad_token_id)
-            run.batches = [collate(self.store, p, pad_id) for p in run.plan.local(rank, world)]
+            run.plan = run.planner.plan(parts.ctx.task_step)
+            local = run.plan.local(rank, world)
+            run.batches = [collate(parts.store, p, parts.pad_id) for p in local]
             run.scales = LossScales.of(run.plan, world)
             run.micro, run.losses = [], {}
         m = len(run.micro)
@@ -182,16 +184,16 @@ class TrainerDriven(ContinualTrainer):
                 "(gradient_accumulation_steps changed after retain was attached?)"
             )
         assert run.scales is not None
-        batch = run.batches[m].to(self.device)
-        with self.accelerator.autocast():
-            loss, named, outputs = micro_batch_loss(self, model, batch, run.scales, run.lossers)
+        batch = run.batches[m].to(parts.device)
+        with parts.accelerator.autocast():
+            loss, named, outputs = micro_batch_loss(parts, model, batch, run.scales, run.lossers)
         for name, value in named.items():
             run.losses[name] = run.losses.get(name, 0.0) + value
         run.micro.append((batch, outputs.detached()))
         return loss
 
     def step_done(self) -> None:
-        """After the Trainer's optimizer step: retain's `ContinualTrainer.end_step`."""
+        """After the Trainer's optimizer step: retain's `train.step.end_step`."""
         run = self.task_run
         if run is None or run.plan is None:
             return
@@ -199,8 +201,9 @@ class TrainerDriven(ContinualTrainer):
             raise RuntimeError(
                 f"the Trainer stepped after {len(run.micro)} of {len(run.batches)} micro-batches"
             )
-        self.optimizer, self.scheduler = self.hf.optimizer, self.hf.lr_scheduler
-        self.end_step(run.task, run.steps, run.plan, run.micro, run.losses, run.step_start)
+        lr = self.hf.lr_scheduler.get_last_lr()[0]
+        end_step(self.parts, self.state, run.task, run.steps, run.plan, run.micro, run.losses,
+                 run.step_start, lr)
         run.plan = None
         run.rng = rng_state()
 
@@ -211,4 +214,4 @@ class TrainerDriven(ContinualTrainer):
             return
         self.optimizer, self.scheduler = self.hf.optimizer, self.hf.lr_scheduler
         set_rng_state(run.rng)  # the step's end, not what the Trainer's evaluation drew since
-        self.save(run.task, self.ctx.task_step, "train")
+        self.save(run.task, self.parts.ctx.task_step, "train")

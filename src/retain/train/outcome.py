@@ -10,35 +10,34 @@ from retain.config import RunConfig
 from retain.storage.examples import ExampleResults
 
 if TYPE_CHECKING:
-    from retain.train.loop import ContinualTrainer
+    from retain.train.components import Components
+    from retain.train.state import RunState
 
 
-def final_metrics(trainer: ContinualTrainer) -> dict[str, Any]:
+def final_metrics(parts: Components, state: RunState) -> dict[str, Any]:
+    """metrics.json: what the run's state says, with what the parts add (truncation, data
+    warnings, the fingerprint that finds gap_closed references)."""
     from retain.eval.metrics import cost_summary
     from retain.results.references import metrics_with_references
-    from retain.storage.files import read_log
-    from retain.train.resume import run_fingerprint
-
-    matrix = trainer.matrix
-    metrics = metrics_with_references(matrix, trainer.run_dir, run_fingerprint(trainer))
-    metrics["cost"] = cost_summary(read_log(trainer.run_dir / "log.jsonl"))
-    metrics.update(uncertainty_summary(trainer.examples, matrix, trainer.config.seed))
     from retain.results.two_score_summary import two_score_summary
+    from retain.storage.files import read_log
 
-    metrics.update(two_score_summary(
-        trainer.examples, matrix.tasks, matrix.general, trainer.config.seed, trainer.run_dir
-    ))
+    matrix, run_dir, seed = state.matrix, parts.run_dir, parts.config.seed
+    metrics = metrics_with_references(matrix, run_dir, parts.data_fingerprint())
+    metrics["cost"] = cost_summary(read_log(run_dir / "log.jsonl"))
+    metrics.update(uncertainty_summary(state.examples, matrix, seed))
+    metrics.update(two_score_summary(state.examples, matrix.tasks, matrix.general, seed, run_dir))
     metrics["truncation"] = {
-        name: {"train_prompts": trainer.truncated_train.get(name, 0), "eval_prompts": n}
-        for name, n in trainer.evaluator.truncated_prompts.items()
+        name: {"train_prompts": parts.truncated_train.get(name, 0), "eval_prompts": n}
+        for name, n in parts.evaluator.truncated_prompts.items()
     }
-    metrics["ties"] = trainer.ties
+    metrics["ties"] = state.ties
     metrics["scoring"] = {
         name: {"score_type": matrix.score_types.get(name), "decoding": matrix.decoding.get(name)}
         for name in matrix.tasks
     }
-    data_warnings = list(getattr(trainer.stream, "warnings", []))  # e.g. valid overlaps test
-    metrics["warnings"] = data_warnings + run_warnings(trainer.config, trainer.ctx.counters)
+    data_warnings = list(getattr(parts.stream, "warnings", []))  # e.g. valid overlaps test
+    metrics["warnings"] = data_warnings + run_warnings(parts.config, state.counters)
     return metrics
 
 

@@ -14,18 +14,24 @@ from retain.train.distributed import reduce_losses
 
 if TYPE_CHECKING:
     from retain.train.batches import StepPlan
-    from retain.train.loop import ContinualTrainer
+    from retain.train.components import Components
 
 
 def step_record(
-    trainer: ContinualTrainer, t: int, plan: StepPlan, step_losses: dict[str, Any], seconds: float
+    parts: Components,
+    t: int,
+    plan: StepPlan,
+    step_losses: dict[str, Any],
+    seconds: float,
+    lr: float,
 ) -> float:
-    """Write the step's record (global counts, losses reduced over ranks); returns its loss."""
-    ctx = trainer.ctx
-    record_losses = reduce_losses(trainer.accelerator, step_losses)
+    """Write the step's record (global counts, losses reduced over ranks, the learning rate
+    the step used); returns its loss."""
+    ctx = parts.ctx
+    record_losses = reduce_losses(parts.accelerator, step_losses)
     loss_value = sum(record_losses.values())
     tokens = plan.tokens
-    trainer.log.write(
+    parts.log.write(
         {
             "type": "step",
             "step": ctx.global_step,
@@ -39,27 +45,27 @@ def step_record(
             **({"general": plan.general_rows} if plan.general_rows else {}),
             "seconds": seconds,
             "tokens_per_s": tokens / seconds if seconds > 0 else None,
-            "lr": trainer.scheduler.get_last_lr()[0],
+            "lr": lr,
         }
     )
     return float(loss_value)
 
 
 def task_end_record(
-    trainer: ContinualTrainer, t: int, steps: int, task_start: float, task_cpu: float
+    parts: Components, t: int, steps: int, task_start: float, task_cpu: float
 ) -> None:
     """Write the task's cost record: time, this process's CPU time (all threads), peak memory
     and the run's counters so far."""
-    trainer.log.write(
+    parts.log.write(
         {
             "type": "task_end",
             "task": t,
-            "name": trainer.stream.tasks[t].name,
+            "name": parts.stream.tasks[t].name,
             "steps": steps,
             "seconds": time.perf_counter() - task_start,
             "cpu_seconds": time.process_time() - task_cpu,
-            "peak_memory_mb": peak_memory_mb(trainer.device),
-            "peak_memory_scope": trainer.peak_memory_scope,
-            "counters": dict(trainer.ctx.counters),
+            "peak_memory_mb": peak_memory_mb(parts.device),
+            "peak_memory_scope": parts.peak_memory_scope,
+            "counters": dict(parts.ctx.counters),
         }
     )

@@ -13,13 +13,8 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from retain.config import RunConfig, config_differences, dump_config
-from retain.storage.examples import ExampleResults
 from retain.storage.files import write_json, write_text_atomic
-from retain.storage.fingerprint import (
-    FINGERPRINT_FILE,
-    data_fingerprint,
-    fingerprint_differences,
-)
+from retain.storage.fingerprint import FINGERPRINT_FILE, fingerprint_differences
 from retain.storage.rundir import (
     RunLock,
     check_run_dir_path,
@@ -35,13 +30,15 @@ from retain.train.checkpoint import (
     save_rotating,
     set_rng_state,
 )
+from retain.train.state import Position, RunState, StateFormatError
 from retain.yaml_io import load_yaml_file
 
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
 
-    from retain.train.loop import ContinualTrainer
+    from retain.methods.base import Plugin
+    from retain.train.components import Components
 
 CHECKPOINTS = "checkpoints"
 """Under the run directory: `latest` and `previous` (see train/checkpoint.py)."""
@@ -120,128 +117,121 @@ def check_config_matches(config: RunConfig) -> None:
 
 
 # ----------------------------------------------------------------- saving
-def run_fingerprint(trainer: ContinualTrainer) -> dict[str, Any]:
-    """The data fingerprint of the trainer's encoded stream, computed once."""
-    if trainer.fingerprint is None:
-        trainer.fingerprint = data_fingerprint(
-            trainer.config,
-            trainer.store,
-            trainer.ctx.task_samples,
-            trainer.evaluator.task_sets,
-            trainer.evaluator.general,
-        )
-    return trainer.fingerprint
+def write_fingerprint(parts: Components) -> None:
+    if parts.is_main:
+        write_json(parts.run_dir / FINGERPRINT_FILE, parts.data_fingerprint())
 
 
-def write_fingerprint(trainer: ContinualTrainer) -> None:
-    if trainer.is_main:
-        write_json(trainer.run_dir / FINGERPRINT_FILE, run_fingerprint(trainer))
-
-
-def trainable_state(trainer: ContinualTrainer) -> dict[str, torch.Tensor]:
+def trainable_state(parts: Components) -> dict[str, torch.Tensor]:
     from retain.models.adapters import trainable_state_dict
     from retain.models.sharding import is_sharded
     from retain.train.fsdp import full_trainable_state
 
-    if is_sharded(trainer.model):
-        return full_trainable_state(trainer.model)
+    if is_sharded(parts.model):
+        return full_trainable_state(parts.model)
     # views suffice: the checkpoint is written before the next optimizer step
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    return trainable_state_dict(model, copy=False)
+    return trainable_state_dict(parts.inner_model(), copy=False)
 
 
-def plugin_states(trainer: ContinualTrainer) -> dict[str, Any]:
+def plugin_states(parts: Components) -> dict[str, Any]:
     """Every plugin's state; a plugin tensor that lives in a sharded model is read whole."""
     from retain.models.sharding import gathered
 
-    with gathered(trainer.model):
-        return {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(trainer.plugins)}
+    with gathered(parts.model):
+        return {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(parts.plugins)}
 
 
-def save_state(trainer: ContinualTrainer, task: int, step: int, phase: str) -> None:
-    """Everything needed to continue exactly from (task, step, phase), and the fingerprint."""
-    state: dict[str, Any] = {
-        "position": {"task": task, "step": step, "phase": phase},
-        "global_step": trainer.ctx.global_step,
-        "trainable": trainable_state(trainer),
-        "plugins": plugin_states(trainer),
-        "matrix": trainer.matrix.to_json(),
-        "counters": dict(trainer.ctx.counters),
-        "rng": rank_rng_states(trainer),
-        "log_offset": trainer.log.offset(),
-        "examples": trainer.examples.to_dict(),
-        "ties": trainer.ties,
-        "fingerprint": run_fingerprint(trainer),
-    }
-    if phase == "train":
+def save_state(
+    parts: Components,
+    run: RunState,
+    position: Position,
+    optimizer: Any = None,
+    scheduler: Any = None,
+) -> None:
+    """Everything needed to continue exactly from `position`: the run state (`to_state`), the
+    trainable weights, the plugins, every rank's generators and, mid-task (phase `train`), the
+    optimizer and schedule."""
+    run.position = position
+    run.log_offset = parts.log.offset()
+    run.fingerprint = parts.data_fingerprint()
+    state: dict[str, Any] = run.to_state()
+    state["trainable"] = trainable_state(parts)
+    state["plugins"] = plugin_states(parts)
+    state["rng"] = rank_rng_states(parts.accelerator)
+    if position.phase == "train":
         from retain.train.fsdp import optimizer_state
 
-        state["optimizer"] = optimizer_state(trainer.model, trainer.optimizer)
-        state["scheduler"] = trainer.scheduler.state_dict()
-    if trainer.is_main:
-        save_rotating(trainer.run_dir / CHECKPOINTS, state)
-    trainer.accelerator.wait_for_everyone()
+        state["optimizer"] = optimizer_state(parts.model, optimizer)
+        state["scheduler"] = scheduler.state_dict()
+    if parts.is_main:
+        save_rotating(parts.run_dir / CHECKPOINTS, state)
+    parts.accelerator.wait_for_everyone()
 
 
 # ----------------------------------------------------------------- resuming
-def restore_state(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
-    from retain.eval.matrix import ScoreMatrix
+def restore_state(parts: Components, state: dict[str, Any]) -> RunState:
+    """The checkpoint's run state, with the plugins and the trainable weights restored, the log
+    cut back to the checkpoint and the plugin context sharing the restored counters."""
     from retain.models.adapters import load_trainable_state_dict
 
+    try:
+        run = RunState.from_state(state)
+    except StateFormatError as exc:
+        raise ResumeError(
+            f"the checkpoint in {parts.run_dir / CHECKPOINTS} cannot be read as a run state "
+            f"({exc}); start afresh with --overwrite (or --fresh)"
+        ) from None
     # plugins first: an adapter method sets which of its parameters train (and restores the
     # frozen ones) before the trainable parameters are matched by name
-    restore_plugins(trainer, state)
+    restore_plugins(parts.plugins, state)
     from retain.models.sharding import is_sharded
     from retain.train.fsdp import load_full_trainable_state
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = parts.inner_model()
     if is_sharded(model):
         load_full_trainable_state(model, state["trainable"])
     else:
         load_trainable_state_dict(model, state["trainable"])
-    trainer.matrix = ScoreMatrix.from_json(state["matrix"])
-    trainer.ctx.counters = dict(state["counters"])
-    trainer.ctx.global_step = int(state["global_step"])
-    trainer.log.truncate(int(state["log_offset"]))
-    trainer.examples = ExampleResults.from_dict(state["examples"])
-    trainer.ties = {k: dict(v) for k, v in state.get("ties", {}).items()}
+    run.share_with(parts.ctx)
+    parts.log.truncate(run.log_offset)
+    return run
 
 
-def rank_rng_states(trainer: ContinualTrainer) -> list[dict[str, Any]]:
+def rank_rng_states(accelerator: Accelerator) -> list[dict[str, Any]]:
     """Every rank's generator states (dropout draws differ per rank), in rank order."""
     mine = rng_state()
-    if trainer.accelerator.num_processes == 1:
+    if accelerator.num_processes == 1:
         return [mine]
     from accelerate.utils import gather_object
 
     return list(gather_object([mine]))
 
 
-def restore_rng(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
+def restore_rng(accelerator: Accelerator, state: dict[str, Any]) -> None:
     """This rank's generator states (rank 0's when the run had fewer processes before)."""
     states = state["rng"]
-    rank = trainer.accelerator.process_index
+    rank = accelerator.process_index
     set_rng_state(states[rank] if rank < len(states) else states[0])
 
 
-def restore_plugins(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
+def restore_plugins(plugins: list[Plugin], state: dict[str, Any]) -> None:
     """Every plugin's state, before the task it was saved in restarts: a plugin's
     `on_task_start` sees it and keeps it when it resumes that very task (mid-task)."""
-    for i, p in enumerate(trainer.plugins):
+    for i, p in enumerate(plugins):
         p.load_state_dict(state["plugins"].get(f"{i}:{p.name}", {}))
 
 
-def check_fingerprint(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
+def check_fingerprint(parts: Components, state: dict[str, Any]) -> None:
     """Refuse a checkpoint made on other encoded data than the run has now."""
     stored = state.get("fingerprint")
-    where = trainer.run_dir
+    where = parts.run_dir
     if not isinstance(stored, dict):
         raise ResumeError(
             f"the checkpoint in {where / CHECKPOINTS} has no data fingerprint (written by an "
             "older retain), so it cannot be checked against the data; start afresh with "
             "--overwrite (or --fresh)"
         )
-    current = run_fingerprint(trainer)
+    current = parts.data_fingerprint()
     diffs = fingerprint_differences(stored, current)
     if stored.get("version") != current["version"]:
         diffs = [f"the fingerprint version ({stored.get('version')} → {current['version']})"]
@@ -253,31 +243,29 @@ def check_fingerprint(trainer: ContinualTrainer, state: dict[str, Any]) -> None:
         )
 
 
-def load_resume_state(trainer: ContinualTrainer) -> dict[str, Any] | None:
-    """The restored checkpoint state to continue from, or None for a fresh start.
+def load_resume_state(parts: Components) -> tuple[RunState, dict[str, Any]] | None:
+    """The restored run state and the checkpoint it came from (its optimizer and generators
+    continue a task saved mid-way), or None for a fresh start.
 
     Says which checkpoint it resumes from and why a newer one was skipped; rewrites
     `scores.csv` from the checkpoint's matrix (a deleted one comes back).
     """
-    found = load_newest(trainer.run_dir / CHECKPOINTS)
+    found = load_newest(parts.run_dir / CHECKPOINTS)
     if found is None:
         return None
     state = found.state
-    check_fingerprint(trainer, state)
-    if trainer.is_main:
+    check_fingerprint(parts, state)
+    if parts.is_main:
         for note in found.skipped:
             print(f"checkpoint {note}; falling back to the previous one, {found.path}")
         found.set_damaged_aside()
-    pos = state["position"]
-    if trainer.is_main:
-        print(
-            f"resuming {trainer.run_dir} from task {pos['task'] + 1} step {pos['step']} "
-            f"({pos['phase']})"
-        )
-    restore_state(trainer, state)
-    if pos["phase"] == "done":  # mid-task: train_task restores it after on_task_start
-        restore_rng(trainer, state)
-    if trainer.is_main:
-        trainer.matrix.to_csv(trainer.run_dir / "scores.csv")
-    write_fingerprint(trainer)
-    return state
+    run = restore_state(parts, state)
+    pos = run.position
+    if parts.is_main:
+        print(f"resuming {parts.run_dir} from task {pos.task + 1} step {pos.step} ({pos.phase})")
+    if pos.phase == "done":  # mid-task: train_task restores it after on_task_start
+        restore_rng(parts.accelerator, state)
+    if parts.is_main:
+        run.matrix.to_csv(parts.run_dir / "scores.csv")
+    write_fingerprint(parts)
+    return run, state

@@ -1,4 +1,8 @@
-"""The gradients of one optimizer step: forward and backward over this rank's micro-batches.
+"""One optimizer step, top to bottom: `train_step` (plan, gradients, checks, update, end of
+step), then its parts in the order it calls them; `end_step` last (the HF integration calls
+it after the Trainer's own update).
+
+The gradients: forward and backward over this rank's micro-batches.
 
 The task loss of the step is the mean NLL over every answer token of the step's task rows (all
 micro-batches, all processes): each micro-batch contributes its summed NLL times a scale
@@ -18,20 +22,62 @@ general rows computes exactly what it did before (same operations, bit for bit).
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from retain.data.encoding import Batch
+from retain.data.encoding import Batch, collate
 from retain.methods.base import Plugin, StepOutputs
 from retain.models.hidden import capture_final_hidden
-from retain.train.batches import StepPlan
+from retain.train import fsdp
+from retain.train.batches import StepPlan, StepPlanner
 from retain.train.devices import answer_positions, kept_token_losses, token_losses
+from retain.train.distributed import global_view
+from retain.train.records import step_record
 
 if TYPE_CHECKING:
-    from retain.train.loop import ContinualTrainer
+    from retain.train.components import Components
+    from retain.train.state import RunState
+
+
+@dataclass
+class TaskTraining:
+    """One task's training as each of its steps sees it."""
+
+    task: int
+    steps: int
+    lr: float
+    """The task's learning rate (`train.lr` or its budget's), named when a step goes wrong."""
+    planner: StepPlanner
+    lossers: list[Plugin]
+    """The plugins that add a loss (`extra_loss`)."""
+    optimizer: Any
+    scheduler: Any
+
+
+def train_step(parts: Components, state: RunState, run: TaskTraining, step: int) -> float | None:
+    """Step `step` of the task, in the order it happens: plan the global batch, accumulate this
+    rank's gradients, refuse a non-finite step, clip, update, then the end of the step (counters,
+    `after_step`, the log record). Returns the logged loss, or None on a step not logged."""
+    accelerator, tc = parts.accelerator, parts.config.train
+    world, rank = accelerator.num_processes, accelerator.process_index
+    step_start = time.perf_counter()
+    plan = run.planner.plan(step)  # the same global order on every rank (train/batches.py)
+    batches = [collate(parts.store, p, parts.pad_id) for p in plan.local(rank, world)]
+    scales = LossScales.of(plan, world)
+    step_losses, micro = accumulate_gradients(parts, batches, scales, run.lossers)
+    fsdp.sync_replicated_grads(parts.model)  # sharded runs only
+    stop_if_non_finite(parts, step_losses, run.task, run.lr)
+    if tc.max_grad_norm is not None:
+        accelerator.clip_grad_norm_(parts.model.parameters(), tc.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    lr = run.scheduler.get_last_lr()[0]
+    return end_step(parts, state, run.task, run.steps, plan, micro, step_losses, step_start, lr)
 
 
 @dataclass(frozen=True)
@@ -68,6 +114,56 @@ class LossScales:
         if plugin.loss_weighting == "answer_tokens":
             return value * self.task
         return value / self.micro_batches
+
+
+def accumulate_gradients(
+    parts: Components, batches: list[Batch], scales: LossScales, lossers: list[Plugin]
+) -> tuple[dict[str, Any], list[tuple[Batch, StepOutputs]]]:
+    """Backward over every micro-batch (gradients synchronised on the last one only); returns
+    the step's named losses (detached, this rank's share) and the detached outputs."""
+    accelerator, model = parts.accelerator, parts.model
+    step_losses: dict[str, Any] = {}
+    micro: list[tuple[Batch, StepOutputs]] = []
+    for m, batch in enumerate(batches):
+        batch = batch.to(parts.device)
+        sync = m == len(batches) - 1
+        with accelerator.no_sync(model) if not sync else nullcontext():
+            with accelerator.autocast():
+                loss, named, outputs = micro_batch_loss(parts, model, batch, scales, lossers)
+            accelerator.backward(loss)
+        for name, value in named.items():
+            step_losses[name] = step_losses.get(name, 0.0) + value
+        micro.append((batch, outputs.detached()))
+        del outputs, loss
+    return step_losses, micro
+
+
+def micro_batch_loss(
+    parts: Components,
+    model: torch.nn.Module,
+    batch: Batch,
+    scales: LossScales,
+    lossers: list[Plugin],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], StepOutputs]:
+    """One micro-batch's share of the step's loss (task CE, general CE, plugin losses), its
+    named parts (detached, this rank's share) and the outputs plugins see; no backward (the
+    caller's, or the HF Trainer's in retain.integrations.hf)."""
+    world = parts.accelerator.num_processes
+    outputs, nll_sum = forward(model, batch, parts.hidden_source, parts.full_logits)
+    if any(p.ce_per_micro_batch for p in lossers):
+        ce = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
+    else:
+        ce = group_losses(nll_sum, batch, scales)
+    loss = ce["task"]
+    if "general_lm" in ce:
+        loss = loss + ce["general_lm"]
+    named = {name: part.detach() / world for name, part in ce.items()}
+    for plugin in lossers:
+        for name, value in plugin.extra_loss(parts.ctx, batch, outputs).items():
+            weighted = scales.weigh(plugin, batch, value)
+            loss = loss + weighted
+            named[name] = weighted.detach()
+    return loss, named, outputs
 
 
 def forward(
@@ -134,74 +230,39 @@ def micro_batch_losses(
     }
 
 
-def micro_batch_loss(
-    trainer: ContinualTrainer,
-    model: torch.nn.Module,
-    batch: Batch,
-    scales: LossScales,
-    lossers: list[Plugin],
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], StepOutputs]:
-    """One micro-batch's share of the step's loss (task CE, general CE, plugin losses), its
-    named parts (detached, this rank's share) and the outputs plugins see; no backward (the
-    caller's, or the HF Trainer's in retain.integrations.hf)."""
-    world = trainer.accelerator.num_processes
-    outputs, nll_sum = forward(model, batch, trainer.hidden_source, trainer.full_logits)
-    if any(p.ce_per_micro_batch for p in lossers):
-        parts = micro_batch_losses(nll_sum, outputs.answer_tokens, batch, scales)
-    else:
-        parts = group_losses(nll_sum, batch, scales)
-    loss = parts["task"]
-    if "general_lm" in parts:
-        loss = loss + parts["general_lm"]
-    named = {name: part.detach() / world for name, part in parts.items()}
-    for plugin in lossers:
-        for name, value in plugin.extra_loss(trainer.ctx, batch, outputs).items():
-            weighted = scales.weigh(plugin, batch, value)
-            loss = loss + weighted
-            named[name] = weighted.detach()
-    return loss, named, outputs
+def stop_if_non_finite(
+    parts: Components, step_losses: dict[str, Any], t: int, lr: float
+) -> None:
+    """Raise `NonFiniteError` before the optimizer step when `non_finite` finds something, so
+    the last checkpoint stays intact; the message names the step, the task and the likely cause."""
+    bad = non_finite(parts, step_losses)
+    if bad is None:
+        return
+    ctx = parts.ctx
+    name = parts.stream.tasks[t].name
+    raise NonFiniteError(
+        f"non-finite {bad} at step {ctx.global_step + 1} (task {t + 1} {name!r}, its step "
+        f"{ctx.task_step + 1}); training stopped before this update, nothing was written over; "
+        f"likely cause: train.lr={lr:g} too high for this model, or a broken example in the "
+        "task's data; lower train.lr (or set train.max_grad_norm) or check the data, then run "
+        "again with --overwrite"
+    )
 
 
-def accumulate_gradients(
-    trainer: ContinualTrainer, batches: list[Batch], scales: LossScales, lossers: list[Plugin]
-) -> tuple[dict[str, Any], list[tuple[Batch, StepOutputs]]]:
-    """Backward over every micro-batch (gradients synchronised on the last one only); returns
-    the step's named losses (detached, this rank's share) and the detached outputs."""
-    accelerator, model = trainer.accelerator, trainer.model
-    step_losses: dict[str, Any] = {}
-    micro: list[tuple[Batch, StepOutputs]] = []
-    for m, batch in enumerate(batches):
-        batch = batch.to(trainer.device)
-        sync = m == len(batches) - 1
-        with accelerator.no_sync(model) if not sync else nullcontext():
-            with accelerator.autocast():
-                loss, named, outputs = micro_batch_loss(trainer, model, batch, scales, lossers)
-            accelerator.backward(loss)
-        for name, value in named.items():
-            step_losses[name] = step_losses.get(name, 0.0) + value
-        micro.append((batch, outputs.detached()))
-        del outputs, loss
-    return step_losses, micro
-
-
-class NonFiniteError(ValueError):
-    """A step's loss or gradient is NaN or infinite: training on would only spread it."""
-
-
-def non_finite(trainer: ContinualTrainer, step_losses: dict[str, Any]) -> str | None:
+def non_finite(parts: Components, step_losses: dict[str, Any]) -> str | None:
     """What is non-finite in the step just accumulated ('loss nan', 'gradient norm inf'), or
     None. Under fp16 the gradients are not checked: the loss scaler skips an overflowing step
     and lowers its scale, which is normal, not a failure. Every rank gets the same answer."""
-    accelerator = trainer.accelerator
-    parts = [v.float().sum() for v in step_losses.values() if isinstance(v, torch.Tensor)]
-    loss = torch.stack(parts).sum() if parts else torch.zeros((), device=trainer.device)
-    values = [loss.reshape(()).to(trainer.device)]
+    accelerator, device = parts.accelerator, parts.device
+    losses = [v.float().sum() for v in step_losses.values() if isinstance(v, torch.Tensor)]
+    loss = torch.stack(losses).sum() if losses else torch.zeros((), device=device)
+    values = [loss.reshape(()).to(device)]
     if getattr(accelerator, "scaler", None) is None:
-        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in parts.model.parameters() if p.grad is not None]
         if grads:  # FSDP2: this rank's shards (DTensors beside replicated tensors under
             # ProCL); a non-finite shard shows in the flags reduced over ranks below
             local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
-            values.append(torch.nn.utils.get_total_norm(local).float().to(trainer.device))
+            values.append(torch.nn.utils.get_total_norm(local).float().to(device))
     stacked = torch.stack(values)
     bad = (~torch.isfinite(stacked)).float()
     if accelerator.num_processes > 1:
@@ -214,20 +275,36 @@ def non_finite(trainer: ContinualTrainer, step_losses: dict[str, Any]) -> str | 
     return " and ".join(f"{names[i]} {shown[i]}" for i, f in enumerate(flags) if f)
 
 
-def stop_if_non_finite(
-    trainer: ContinualTrainer, step_losses: dict[str, Any], t: int, lr: float
-) -> None:
-    """Raise `NonFiniteError` before the optimizer step when `non_finite` finds something, so
-    the last checkpoint stays intact; the message names the step, the task and the likely cause."""
-    bad = non_finite(trainer, step_losses)
-    if bad is None:
-        return
-    ctx = trainer.ctx
-    name = trainer.stream.tasks[t].name
-    raise NonFiniteError(
-        f"non-finite {bad} at step {ctx.global_step + 1} (task {t + 1} {name!r}, its step "
-        f"{ctx.task_step + 1}); training stopped before this update, nothing was written over; "
-        f"likely cause: train.lr={lr:g} too high for this model, or a broken example in the "
-        "task's data; lower train.lr (or set train.max_grad_norm) or check the data, then run "
-        "again with --overwrite"
-    )
+class NonFiniteError(ValueError):
+    """A step's loss or gradient is NaN or infinite: training on would only spread it."""
+
+
+def end_step(
+    parts: Components,
+    state: RunState,
+    t: int,
+    steps: int,
+    plan: StepPlan,
+    micro: list[tuple[Batch, StepOutputs]],
+    step_losses: dict[str, Any],
+    step_start: float,
+    lr: float,
+) -> float | None:
+    """After the optimizer step: the step counts, `after_step` on the global view, the step's
+    counters and its log record (every `train.log_every`, and the task's last step); returns the
+    logged loss, or None. `lr`: the learning rate the step used, for the record."""
+    ctx, tc = parts.ctx, parts.config.train
+    state.advance(ctx)
+    after = parts.plugins_with("after_step")
+    for batch, outputs in global_view(parts.accelerator, plan, micro, parts.store, parts.pad_id):
+        for plugin in after:
+            plugin.after_step(ctx, batch, outputs)
+    ctx.count("samples", plan.samples)  # global, as every count below
+    ctx.count("tokens", plan.tokens)
+    ctx.count("replayed_rows", plan.replayed)
+    if plan.general_rows:
+        ctx.count("general_rows", plan.general_rows)
+    seconds = time.perf_counter() - step_start
+    if not (ctx.task_step % tc.log_every == 0 or ctx.task_step == steps):
+        return None
+    return step_record(parts, t, plan, step_losses, seconds, lr)

@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
 from retain.eval.both import score_and_generate
 from retain.eval.decode import fast_generate, greedy_from_cache
-from retain.eval.option_tree import options_in_one_sequence, tree_mask, tree_mask_usable
+from retain.eval.option_tree import (
+    TREE_FAMILIES,
+    options_in_one_sequence,
+    tree_mask,
+    tree_mask_usable,
+)
 from retain.eval.prefix import prefill_rows, shared_prefix
-from retain.eval.scoring import options_from_cache, prefill, score_options
+from retain.eval.scoring import (
+    options_from_cache,
+    prefill,
+    score_options,
+    score_options_reference,
+)
 from retain.models.tiny import PAD_ID, tiny_model_and_tokenizer
 
 TOL = 1e-5
@@ -125,3 +136,43 @@ def test_a_model_that_refuses_the_mask_keeps_the_repeated_pass() -> None:
     cache, _, _ = prefill(llama, prompts[:1], PAD_ID)
     llama.config._attn_implementation = "flash_attention_2"
     assert not tree_mask_usable(llama, cache)
+
+
+FAMILY_CLASSES = {
+    "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma": "Gemma",
+    "phi3": "Phi3", "gpt2": "GPT2", "gpt_neox": "GPTNeoX", "olmo2": "Olmo2", "granite": "Granite",
+    "smollm3": "SmolLM3",
+}
+
+
+def _family_model(family: str) -> torch.nn.Module:
+    """A tiny random model of `family`, with weights large enough that an option's score
+    depends strongly on what it attends to."""
+    prefix = FAMILY_CLASSES[family]
+    config_class = getattr(transformers, f"{prefix}Config")
+    sizes = (dict(vocab_size=259, n_embd=64, n_layer=2, n_head=4) if family == "gpt2" else
+             dict(vocab_size=259, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, head_dim=16))
+    if family not in ("gpt2", "gpt_neox"):
+        sizes["num_key_value_heads"] = 2
+    if family in ("mistral", "phi3"):
+        sizes["sliding_window"] = None  # a sliding window keeps the repeated pass (see above)
+    model_class = getattr(transformers, f"{prefix}{'LMHead' if family == 'gpt2' else 'ForCausal'}"
+                          f"{'Model' if family == 'gpt2' else 'LM'}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_class(config_class(**sizes, pad_token_id=PAD_ID)).eval()
+        for p in model.parameters():
+            p.data.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("family", sorted(TREE_FAMILIES))
+def test_every_family_on_the_tree_path_scores_like_one_forward_per_option(family) -> None:
+    model = _family_model(family)
+    prompts, options = _ragged()
+    prompts, options = prompts[:4], options[:4]
+    cache, _, _ = prefill(model, prompts[:1], PAD_ID)
+    assert model.config.model_type == family and tree_mask_usable(model, cache)
+    scores, _ = score_and_generate(model, prompts, options, PAD_ID, None, 2, 2)
+    _close(scores, score_options_reference(model, prompts, options))

@@ -37,7 +37,7 @@ TREE_FAMILIES = frozenset({
 """Model types whose position comes from `position_ids` only (rotary or learned) and whose
 mask goes through transformers' `create_causal_mask`, which returns a 4D mask unchanged.
 ALiBi models (Bloom, Falcon) derive positions from a 2D mask and stay on the repeated pass.
-llama and gpt2 are checked against the repeated pass by the tests."""
+Each family is checked against one forward per prompt–option pair by the tests."""
 
 
 def tree_mask_usable(model: torch.nn.Module, cache: DynamicCache) -> bool:

@@ -2,16 +2,15 @@
 
 The prompts of a task often open alike: in the O-LoRA tasks the instruction and the option list
 are 7–60 % of a prompt. Their common token prefix is run through the model once per evaluated
-cell (the weights change between cells, so never across them); each batch then starts from a
-copy of that cache, repeated per row, and prefills only the rest of each prompt. The rest is
-left-padded *after* the prefix ([prefix | pad | rest]): the pads are masked out and positions
-continue from the prefix, so every row's last real token is the batch's last position, as
-`scoring.prefill` leaves it.
+cell (the weights change between cells, so never across them); each batch's cache then starts
+from that cache broadcast to its rows (one copy per batch, the shared cache is never copied) and
+prefills only the rest of each prompt. The rest is left-padded *after* the prefix ([prefix | pad
+| rest]): the pads are masked out and positions continue from the prefix, so every row's last
+real token is the batch's last position, as `scoring.prefill` leaves it.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,8 +70,10 @@ def prefill_rows(
         return prefill(model, rows, pad_id)
     device = next(model.parameters()).device
     ids, rest_mask, _ = _left_pad([r[prefix.length :] for r in rows], pad_id, device)
-    cache = copy.deepcopy(prefix.cache)
-    cache.batch_repeat_interleave(len(rows))
+    n = len(rows)
+    shared = [(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1))
+              for layer in prefix.cache.layers]
+    cache = DynamicCache(shared, config=getattr(model, "config", None))
     ones = torch.ones((len(rows), prefix.length), dtype=rest_mask.dtype, device=device)
     mask = torch.cat([ones, rest_mask], dim=1)
     positions = prefix.length + (rest_mask.cumsum(-1) - 1).clamp(min=0)

@@ -72,7 +72,7 @@ def test_adapter_methods_compose_with_replay(tmp_path: Path, methods: str) -> No
 def _cli(out: Path, name: str, methods: str) -> list[str]:
     return [sys.executable, "-m", "retain", "run", "/dev/null", *TINY, f"output_dir={out}",
             f"name={name}", "train.checkpoint_every=2", "train.steps_per_task=8",
-            f"methods=[{methods}]", "train.grad_accum=2", "data.num_tasks=4"]
+            f"methods=[{methods}]", "train.grad_accum=2", "data.num_tasks=3"]
 
 
 @pytest.mark.parametrize("methods", ["procl", "olora", "mssr,procl_random_routing"])
@@ -86,7 +86,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, methods: str) -> 
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert (whole / "scores.csv").read_text() == (killed / "scores.csv").read_text()
-    for t in range(1, 5):
+    for t in range(1, 4):
         a = load_file(str(whole / "adapters" / f"task_{t}" / "adapter_model.safetensors"))
         b = load_file(str(killed / "adapters" / f"task_{t}" / "adapter_model.safetensors"))
         assert a.keys() == b.keys()

@@ -1,4 +1,11 @@
-"""Kill a run in mid-task, as a crash would: the helper behind every kill-and-resume test."""
+"""Kill a run in mid-task, as a crash would: the helpers behind every kill-and-resume test.
+
+One real SIGKILL per launcher (`kill_during`, `whole_beside_killed_and_resumed`: a plain
+process here, torchrun in test_distributed, os._exit under FSDP2 in test_fsdp); every other exact
+resume is checked in-process (`crash_at`, `whole_beside_crashed_and_resumed`): the run dies by
+an exception no except clause catches just before a chosen checkpoint, and the same command is
+started again in the same process.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -64,3 +72,58 @@ def whole_beside_killed_and_resumed(
     assert whole.returncode == 0, log.read_text()
     assert resumed.returncode == 0, resumed.stderr
     return resumed
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL: neither the run's own except clauses nor the CLI's catch it."""
+
+
+@contextmanager
+def crash_at(task: int, step: int) -> Iterator[None]:
+    """Within the block, a run dies just before it would write the mid-task checkpoint of
+    `task` (index) at task step `step` or later: it trained past its last checkpoint, as a run
+    SIGKILLed at that step did."""
+    from retain.train import loop
+
+    save = loop.ContinualTrainer.save
+
+    def save_or_die(self: loop.ContinualTrainer, t: int, s: int, phase: str) -> None:
+        if phase == "train" and t == task and s >= step:
+            raise Crash(f"crashed in task {t} at step {s}")
+        save(self, t, s, phase)
+
+    loop.ContinualTrainer.save = save_or_die  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        loop.ContinualTrainer.save = save  # type: ignore[method-assign]
+
+
+def run_cli(args: list[str]) -> str:
+    """`retain ARGS` in this process; its output (the command must succeed)."""
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    done = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def whole_beside_crashed_and_resumed(
+    args_for: Callable[[str], list[str]], parent: Path, task: int = 1, step: int = 6
+) -> str:
+    """`retain ARGS` uninterrupted (`args_for("whole")`), then `args_for("killed")` crashed
+    by `crash_at(task, step)` and started again, all in this process; the resumed run's output.
+    The defaults match `kill_during`'s: killed after step 5 of task index 1, with checkpoints
+    every 2 steps."""
+    run_cli(args_for("whole"))
+    with crash_at(task, step):
+        try:
+            run_cli(args_for("killed"))
+        except Crash:
+            pass
+        else:
+            raise AssertionError("the run finished before the crash: test resume elsewhere")
+    assert not (Path(parent) / "killed" / "metrics.json").exists()
+    return run_cli(args_for("killed"))

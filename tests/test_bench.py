@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,7 @@ from retain.eval.matrix import ScoreMatrix
 from retain.eval.stats import t_quantile
 from retain.eval.uncertainty import bootstrap_metrics, point_metrics
 from retain.storage.examples import ExampleResults
-from tests.killing import kill_during
+from tests.killing import Crash, crash_at, run_cli
 from tests.test_engine import TINY
 
 runner = CliRunner()
@@ -270,15 +267,16 @@ def test_two_bench_processes_sharing_a_folder_keep_each_others_runs(
 
 
 def test_an_interrupted_bench_resumes_its_run(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "retain", *_bench(tmp_path, "--no-references",
-                                                   "train.checkpoint_every=2",
-                                                   "train.steps_per_task=8")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """The bench dies in mid task 2 (after step 4, the checkpoint of step 2 written) and the
+    same command resumes its run."""
+    args = _bench(tmp_path, "--no-references", "train.checkpoint_every=2",
+                  "train.steps_per_task=8")
     run_dir = tmp_path / "b" / "seed42" / "fixed"
-    kill_during(cmd, run_dir, env, task_step=3)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "fixed (seed 42): resuming" in done.stdout
+    with crash_at(task=1, step=4), pytest.raises(Crash):
+        run_cli(args)
+    assert (run_dir / "checkpoints" / "latest").exists()
+    assert not (run_dir / "metrics.json").exists()
+    assert "fixed (seed 42): resuming" in run_cli(args)
     assert (run_dir / "metrics.json").exists()
 
 

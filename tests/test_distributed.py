@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from tests.killing import kill_during
 from tests.test_engine import TINY
 
+pytestmark = pytest.mark.slow  # torchrun: two processes per run
 BASE = [*TINY, "data.num_tasks=3", "model.lora.dropout=0.0", "train.steps_per_task=4",
         "replay.interval_units=0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -26,6 +26,7 @@ from tests.test_distributed import (
     _run,
 )
 
+pytestmark = pytest.mark.slow  # torchrun: two processes per run
 WORKER = str(Path(__file__).with_name("fsdp_worker.py"))
 SHORT = ("data.num_tasks=2", "train.steps_per_task=3")
 FSDP = "train.sharding=fsdp2"

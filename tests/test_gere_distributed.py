@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.test_distributed import _assert_same_training, _records, _run
+
+pytestmark = pytest.mark.slow  # torchrun: two processes per run
 
 
 def test_gere_with_mssr_on_two_processes_matches_one(tmp_path: Path) -> None:

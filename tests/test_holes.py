@@ -9,6 +9,7 @@ import pytest
 
 from retain.config import ConfigError, load_config
 from retain.train.loop import run
+from tests.conftest import FinishedRun
 from tests.test_engine import tiny_config
 
 SMALL = ("data.num_tasks=2", "train.steps_per_task=2")
@@ -131,12 +132,12 @@ class _Killed(BaseException):
 
 
 def test_a_kill_during_the_first_checkpoint_write_resumes_without_overwrite(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, finished_run: FinishedRun
 ) -> None:
     import retain.train.checkpoint as checkpoint
     import retain.train.resume as resume
 
-    whole = run(tiny_config(tmp_path, "name=whole", *SMALL))
+    whole = finished_run(*SMALL, name="whole")
 
     def killed_mid_write(root: Path, state: dict) -> None:
         tmp = Path(root) / "latest.tmp"  # what save_checkpoint leaves when killed mid-write
@@ -167,12 +168,14 @@ def _strip_ids(run_dir: Path) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def test_runs_scored_on_other_test_examples_are_not_paired(tmp_path: Path, capsys) -> None:
+def test_runs_scored_on_other_test_examples_are_not_paired(
+    tmp_path: Path, capsys, finished_run: FinishedRun
+) -> None:
     from retain.results.paired import pair
     from retain.results.report import compare_runs
     from retain.results.view import RunView
 
-    a = run(tiny_config(tmp_path, "name=a", *SMALL)).run_dir
+    a = finished_run(*SMALL, name="a").run_dir
     b = run(tiny_config(tmp_path, "name=b", *SMALL, "data.subsample_seed=7")).run_dir
     c = run(tiny_config(tmp_path, "name=c", *SMALL, "seed=3")).run_dir  # same examples as a
     pairing = pair(RunView(b), RunView(a))

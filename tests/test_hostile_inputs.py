@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 
 from retain.cli import app, user_message
 from retain.config import load_config
+from tests.conftest import FinishedRun
 from tests.test_engine import tiny_config
 
 runner = CliRunner()
@@ -122,12 +122,7 @@ def test_a_bad_input_gets_one_line_naming_it(tmp_path: Path, case: str) -> None:
 
 
 # ----------------------------------------------------------------- damaged run directories
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from retain.train.loop import run
-
-    root = tmp_path_factory.mktemp("runs")
-    return run(tiny_config(root, "name=r", "data.num_tasks=2", "train.steps_per_task=2")).run_dir
+SMALL = ("data.num_tasks=2", "train.steps_per_task=2")  # conftest.finished_run copies it
 
 
 def _garble(name: str, data: bytes) -> Callable[[Path], None]:
@@ -148,11 +143,10 @@ DAMAGED = {
 
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_a_damaged_run_directory_is_named_with_what_to_do(
-    finished_run: Path, tmp_path: Path, case: str
+    finished_run: FinishedRun, case: str
 ) -> None:
     command, damage, words = DAMAGED[case]
-    run_dir = tmp_path / "r"
-    shutil.copytree(finished_run, run_dir)
+    run_dir = finished_run(*SMALL).run_dir
     damage(run_dir)
     result = runner.invoke(app, [*command, str(run_dir)])
     assert result.exit_code == 2, result.output
@@ -171,15 +165,13 @@ def test_a_damaged_examples_file_is_named_with_what_to_do(tmp_path: Path) -> Non
 
 
 def test_a_damaged_config_yaml_stops_a_resume_with_what_to_do(
-    finished_run: Path, tmp_path: Path
+    finished_run: FinishedRun, tmp_path: Path
 ) -> None:
     from retain.train.loop import run
 
-    run_dir = tmp_path / "r"
-    shutil.copytree(finished_run, run_dir)
+    run_dir = finished_run(*SMALL).run_dir
     (run_dir / "config.yaml").write_bytes(b"train: {lr: 1\xff}\n")
-    message = _message(lambda: run(tiny_config(tmp_path, "name=r", "data.num_tasks=2",
-                                               "train.steps_per_task=2")))
+    message = _message(lambda: run(tiny_config(tmp_path, "name=r", *SMALL)))
     assert "config.yaml" in message and "UTF-8" in message and "restore" in message
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.test_distributed import _assert_same_training, _records, _run
+
+pytestmark = pytest.mark.slow  # torchrun: two processes per run
 
 
 def test_olora_on_two_processes_matches_one_with_the_doubled_batch(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ process, so evaluation runs with the MLP.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ from retain.methods.procl.plugin import VARIANTS, ProCLPlugin, build_adapter_plu
 from retain.models.adapters import prepare_for_finetuning
 from retain.models.tiny import tiny_model_and_tokenizer
 from retain.train.loop import run
-from tests.killing import step_records, whole_beside_killed_and_resumed
+from tests.killing import step_records, whole_beside_crashed_and_resumed
 from tests.test_engine import TINY, tiny_config
 
 LAMBDA = 0.9  # the reference's `--lambda_consolidation` default
@@ -235,16 +234,16 @@ def test_paper_mode_trains_end_to_end(tmp_path: Path, method: str) -> None:
 
 def test_killed_paper_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     """Consolidation per micro-batch leaves nothing pending between steps, so a run killed in
-    mid task 2 resumes bit-identical: scores, adapters, MLPs and per-step losses."""
+    mid task 2 (crashed in-process) resumes bit-identical: scores, adapters, MLPs and per-step
+    losses."""
     def cli(name: str) -> list[str]:
         return [sys.executable, "-m", "retain", "run", "/dev/null", *TINY,
                 f"output_dir={tmp_path}", f"name={name}", "train.checkpoint_every=2",
                 "train.steps_per_task=8", "methods=[procl_paper]", "train.grad_accum=2",
                 "data.num_tasks=3"]
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    resumed = whole_beside_killed_and_resumed(cli, tmp_path, env)
-    assert re.search(r"from task 2 step [2-6] \(train\)", resumed.stdout)
+    resumed = whole_beside_crashed_and_resumed(lambda name: cli(name)[3:], tmp_path)
+    assert re.search(r"from task 2 step [2-6] \(train\)", resumed)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert (whole / "scores.csv").read_text() == (killed / "scores.csv").read_text()
     for t in range(1, 4):

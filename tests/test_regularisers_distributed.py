@@ -9,6 +9,8 @@ import pytest
 
 from tests.test_distributed import _assert_same_training, _records, _run
 
+pytestmark = pytest.mark.slow  # torchrun: two processes per run
+
 
 @pytest.mark.parametrize("method", ["ewc", "lwf"])
 def test_two_processes_match_one_with_the_doubled_batch(tmp_path: Path, method: str) -> None:

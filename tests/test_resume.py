@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from retain.data.streams import load_stream
 from retain.data.task import Example, TaskStream
 from retain.train.loop import run
+from tests.conftest import FinishedRun
 from tests.test_engine import tiny_config
 
 SMALL = ("data.num_tasks=2", "train.steps_per_task=2")
@@ -31,10 +32,12 @@ def _changed(stream: TaskStream, split: str) -> TaskStream:
 
 @pytest.mark.parametrize(("split", "words"), [("test", "tokenised evaluation sets differ"),
                                               ("train", "tokenised training samples differ")])
-def test_resume_after_the_data_changed_is_refused(tmp_path: Path, split: str, words: str) -> None:
+def test_resume_after_the_data_changed_is_refused(
+    tmp_path: Path, finished_run: FinishedRun, split: str, words: str
+) -> None:
     cfg = tiny_config(tmp_path, "name=r", *SMALL)
     stream = load_stream(cfg.data)
-    run(cfg, stream=stream)
+    finished_run(*SMALL, name="r")  # what run(cfg, stream=stream) writes
     with pytest.raises(ValueError) as err:
         run(cfg, stream=_changed(stream, split))
     message = str(err.value)
@@ -42,10 +45,12 @@ def test_resume_after_the_data_changed_is_refused(tmp_path: Path, split: str, wo
     run(cfg, stream=stream)  # the same data still resumes
 
 
-def test_the_fingerprint_is_in_the_run_directory_and_the_checkpoint(tmp_path: Path) -> None:
+def test_the_fingerprint_is_in_the_run_directory_and_the_checkpoint(
+    finished_run: FinishedRun,
+) -> None:
     from retain.train.checkpoint import load_checkpoint
 
-    result = run(tiny_config(tmp_path, "name=f", *SMALL))
+    result = finished_run(*SMALL)
     written = json.loads((result.run_dir / "fingerprint.json").read_text())
     assert written == result.metrics["fingerprint"]
     assert len(written["digest"]) == 64 and written["parts"]["seed"] == 42
@@ -53,8 +58,10 @@ def test_the_fingerprint_is_in_the_run_directory_and_the_checkpoint(tmp_path: Pa
     assert state is not None and state["fingerprint"] == written
 
 
-def test_a_changed_config_names_each_key_and_presentation_keys_may_change(tmp_path: Path) -> None:
-    run(tiny_config(tmp_path, "name=c", *SMALL))
+def test_a_changed_config_names_each_key_and_presentation_keys_may_change(
+    tmp_path: Path, finished_run: FinishedRun
+) -> None:
+    finished_run(*SMALL, name="c")
     with pytest.raises(ValueError) as err:
         run(tiny_config(tmp_path, "name=c", *SMALL, "train.lr=1e-3", "model.lora.r=4"))
     message = str(err.value)
@@ -86,9 +93,11 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous(tmp_path: Path, c
     assert run(cfg).resumed
 
 
-def test_a_deleted_scores_csv_is_rewritten_from_the_checkpoint(tmp_path: Path) -> None:
+def test_a_deleted_scores_csv_is_rewritten_from_the_checkpoint(
+    tmp_path: Path, finished_run: FinishedRun
+) -> None:
     cfg = tiny_config(tmp_path, "name=s", *SMALL)
-    run_dir = run(cfg).run_dir
+    run_dir = finished_run(*SMALL, name="s").run_dir
     scores = (run_dir / "scores.csv").read_text()
     (run_dir / "scores.csv").unlink()
     run(cfg)

@@ -81,9 +81,9 @@ def prefill_rows(
     if start:
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, start), mask], dim=1)
     cache = assemble([p[0] for p in parts], groups, start, mask.shape[1] - start, model)
-    order = torch.tensor([i for g in groups for i in g])
-    logp = torch.empty_like(torch.cat([p[2] for p in parts]))
-    logp[order.to(logp.device)] = torch.cat([p[2] for p in parts])
+    joined = torch.cat([p[2] for p in parts])  # rows in group order
+    logp = torch.empty_like(joined)
+    logp[torch.tensor([i for g in groups for i in g], device=joined.device)] = joined
     return cache, mask, logp
 
 

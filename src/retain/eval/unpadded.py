@@ -14,7 +14,8 @@ forward pass in token-equivalents. With a high cost this is one group (the padde
 a cost near 0 it is one group per distinct length (no pad at all). On a CPU, `CPU_FORWARD_COST`
 (measured on SmolLM2-135M, one thread); on other devices one group, since there a batch's rows
 run in parallel and a pad costs little next to a kernel launch. `RETAIN_PREFILL=padded` or
-`unpadded` overrides the rule (for benchmarks timing both).
+`unpadded` overrides the rule (for benchmarks timing both: `benchmarks/generation.py --padded`;
+on olora-standard-1, 16 prompts per task, one CPU thread, greedy evaluation ran 2.1× faster).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ longest label), measured side by side in one process, per task and in total:
   prefix prefilled once,
 - both: `both.score_and_generate`, the greedy answer and every option's log-likelihood from one
   prefill per batch (the options of a row in one sequence under a tree mask),
+- with `--padded`, also retain-padded: retain with each batch prefilled in one padded forward
+  (`RETAIN_PREFILL=padded`, the path before the padding-free prefill of `eval.unpadded`),
 - with `--repeat`, also both-repeat: the same with the repeated-cache option pass (the cache
   copied for the decode and repeated once per option, the path before the tree mask and of a
   model that refuses a 4D mask).
@@ -20,13 +22,16 @@ the ratios are medians of per-round paired ratios with an order-statistic interv
 (`benchmarks/rounds.py`), for wall-clock and CPU time; per task, the median ratio (descriptive).
 
     nice -n 5 .venv/bin/python benchmarks/generation.py [--stream olora-standard-1] [--n 50]
-        [--rounds 6] [--repeat]
+        [--rounds 6] [--repeat] [--padded]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -38,6 +43,7 @@ from retain.eval.both import score_and_generate
 from retain.eval.decode import fast_generate
 from retain.eval.evaluate import encode_eval_set, model_context_length
 from retain.eval.scoring import generate
+from retain.eval.unpadded import MODE_ENV
 from retain.models.loading import load_backbone
 
 
@@ -59,13 +65,35 @@ def _first_difference(a: list[int], b: list[int]) -> int:
 
 WAYS = ("single", "batched", "ours", "both")
 REPEAT = "both-repeat"
+PADDED = "ours-padded"
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _padded(run: Callable[[], Any]) -> Callable[[], Any]:
+    """`run` with every batch prefilled in one padded forward."""
+    def call() -> Any:
+        with _env(MODE_ENV, "padded"):
+            return run()
+    return call
 
 
 def _ways(model: torch.nn.Module, tok: Any, data: Any, bs: int) -> dict[str, Any]:
     """The ways of one task's prompts, as callables returning their outputs."""
     pad, eos = int(tok.pad_token_id), tok.eos_token_id
     new, stop, prompts = data.max_new_tokens, data.task.stop, data.prompts
-    return {
+    ways: dict[str, Any] = {
         "single": lambda: [
             generate(model, [p], pad, eos, new, 1, stop=stop, tokenizer=tok)[0] for p in prompts
         ],
@@ -78,6 +106,8 @@ def _ways(model: torch.nn.Module, tok: Any, data: Any, bs: int) -> dict[str, Any
             model, prompts, data.options, pad, eos, new, bs, stop=stop, tokenizer=tok, tree=False
         )[1],
     }
+    ways[PADDED] = _padded(ways["ours"])
+    return ways
 
 
 def _ratios(num: list[Timing], den: list[Timing]) -> str:
@@ -96,8 +126,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="paired rounds (>= 6 for a verdict)")
     parser.add_argument("--repeat", action="store_true",
                         help="also time both scorers with the repeated-cache option pass")
+    parser.add_argument("--padded", action="store_true",
+                        help="also time retain with the padded prefill (before eval.unpadded)")
     args = parser.parse_args()
-    ways_timed = (*WAYS, REPEAT) if args.repeat else WAYS
+    ways_timed = WAYS + ((REPEAT,) if args.repeat else ()) + ((PADDED,) if args.padded else ())
     torch.manual_seed(0)
     model, tok = load_backbone(ModelConfig(name_or_path=args.model))
     model.eval()
@@ -136,6 +168,8 @@ def main() -> None:
             k = _first_difference(ours[i], single[i])
             gaps.append(_top2_gap(model, data.prompts[i], single[i][:k]))
         miss_both = sum(a != b for a, b in zip(both, ours, strict=True))
+        miss_padded = (sum(a != b for a, b in zip(outputs[name][PADDED], ours, strict=True))
+                       if args.padded else 0)
         count += len(data.prompts)
         mismatched += len(miss)
         t = times[name]
@@ -143,7 +177,9 @@ def main() -> None:
               f"{_ratios(t['single'], t['ours']):>10}{_ratios(t['batched'], t['ours']):>9}"
               f"{_ratios(t['both'], t['ours']):>10}{len(miss):>7}"
               + (f"  (both vs retain: {miss_both} differ)" if miss_both else "")
-              + (f"  both-repeat/gen {_ratios(t[REPEAT], t['ours'])}" if args.repeat else ""))
+              + (f"  (padded vs retain: {miss_padded} differ)" if miss_padded else "")
+              + (f"  both-repeat/gen {_ratios(t[REPEAT], t['ours'])}" if args.repeat else "")
+              + (f"  padded/unpadded {_ratios(t[PADDED], t['ours'])}" if args.padded else ""))
     total = {w: [Timing(sum(times[n][w][r].wall for n in sets),
                         sum(times[n][w][r].cpu for n in sets)) for r in range(args.rounds)]
              for w in ways_timed}
@@ -156,6 +192,12 @@ def main() -> None:
                           Goal(1.4)),
         *(time_ratio_lines("both, repeated-cache pass / generation alone (cost)",
                            total[REPEAT], total["ours"], Goal(1.4)) if args.repeat else ()),
+        *(time_ratio_lines("retain, padded prefill vs padding-free (speed-up)",
+                           total[PADDED], total["ours"], Goal(1.0, at_most=False))
+          if args.padded else ()),
+        *(time_ratio_lines("retain with the padded prefill vs HF per prompt (speed-up)",
+                           total["single"], total[PADDED], Goal(3.0, at_most=False))
+          if args.padded else ()),
     ):
         print(line)
     near = sum(g < 1e-4 for g in gaps)

@@ -19,6 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from retain.eval.scoring import _left_pad, next_token_logp, prefill
+from retain.eval.unpadded import assemble, forward_cost, plan_groups
 
 MIN_PREFIX = 8
 """Shorter common prefixes are not worth a separate forward pass."""
@@ -65,7 +66,31 @@ def prefill_rows(
     model: torch.nn.Module, rows: list[list[int]], pad_id: int, prefix: SharedPrefix | None
 ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
     """`scoring.prefill` of `rows`, starting from `prefix` when given (rows must begin with it):
-    (cache, attention mask over prefix + rest, next-token log-probs [B, V])."""
+    (cache, attention mask over prefix + rest, next-token log-probs [B, V]).
+
+    The rests are prefilled in the groups `unpadded.plan_groups` chooses (one padded forward
+    on a GPU; on a CPU, rows of equal or near-equal length together) and the caches assembled
+    into the one left-padded batch cache a single padded forward leaves."""
+    start = 0 if prefix is None else prefix.length
+    groups = plan_groups([len(r) - start for r in rows], forward_cost(model))
+    if len(groups) <= 1:
+        return _prefill_padded(model, rows, pad_id, prefix)
+    parts = [_prefill_padded(model, [rows[i] for i in g], pad_id, prefix) for g in groups]
+    device = next(model.parameters()).device
+    _, mask, _ = _left_pad([r[start:] for r in rows], pad_id, device)
+    if start:
+        mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, start), mask], dim=1)
+    cache = assemble([p[0] for p in parts], groups, start, mask.shape[1] - start, model)
+    joined = torch.cat([p[2] for p in parts])  # rows in group order
+    logp = torch.empty_like(joined)
+    logp[torch.tensor([i for g in groups for i in g], device=joined.device)] = joined
+    return cache, mask, logp
+
+
+def _prefill_padded(
+    model: torch.nn.Module, rows: list[list[int]], pad_id: int, prefix: SharedPrefix | None
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """One forward over the rows' rests, left-padded after the prefix."""
     if prefix is None:
         return prefill(model, rows, pad_id)
     device = next(model.parameters()).device

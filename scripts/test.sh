@@ -9,6 +9,9 @@ bash scripts/setup.sh
 .venv/bin/python -m ruff check src tests benchmarks
 .venv/bin/lint-imports  # the layer contract in pyproject.toml (docs/architecture.md)
 XDIST=(-n "${PYTEST_WORKERS:-2}" --dist worksteal)
+# one torch thread per process: with two workers (and the two ranks of a torchrun test) more
+# threads than cores spin against each other, which doubled the suite's CPU time in CI
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 if [ -n "${COVERAGE:-}" ]; then
   rm -f .coverage .coverage.*
   .venv/bin/python -m coverage run --data-file="$PWD/.coverage" -m pytest -q "${XDIST[@]}" \

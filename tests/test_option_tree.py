@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+from transformers import MistralConfig, MistralForCausalLM
 
 from retain.eval.both import score_and_generate
 from retain.eval.decode import fast_generate, greedy_from_cache
@@ -24,27 +24,11 @@ from retain.eval.scoring import (
     score_options,
     score_options_reference,
 )
-from retain.models.tiny import PAD_ID, tiny_model_and_tokenizer
+from retain.models.tiny import PAD_ID
+from tests.scoring_models import MODELS
 
 TOL = 1e-5
 
-
-def _llama(attention: str) -> torch.nn.Module:
-    model, _ = tiny_model_and_tokenizer(seed=5)
-    model.set_attn_implementation(attention)
-    return model.eval()
-
-
-def _gpt2() -> torch.nn.Module:
-    config = GPT2Config(vocab_size=259, n_positions=256, n_embd=64, n_layer=2, n_head=4,
-                        bos_token_id=256, eos_token_id=257, pad_token_id=PAD_ID)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        return GPT2LMHeadModel(config).eval()
-
-
-MODELS = {"llama-sdpa": lambda: _llama("sdpa"), "llama-eager": lambda: _llama("eager"),
-          "gpt2": _gpt2}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -132,7 +116,7 @@ def test_a_model_that_refuses_the_mask_keeps_the_repeated_pass() -> None:
     assert not tree_mask_usable(sliding, cache)
     scores, _ = score_and_generate(sliding, prompts, options, PAD_ID, None, 4, 3)
     _close(scores, score_options(sliding, prompts, options, PAD_ID, 3))
-    llama = _llama("sdpa")
+    llama = MODELS["llama-sdpa"]()
     cache, _, _ = prefill(llama, prompts[:1], PAD_ID)
     llama.config._attn_implementation = "flash_attention_2"
     assert not tree_mask_usable(llama, cache)

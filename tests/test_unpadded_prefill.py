@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+from transformers import MistralConfig, MistralForCausalLM
 
 from retain.eval.both import score_and_generate
 from retain.eval.decode import fast_generate
 from retain.eval.prefix import prefill_rows, shared_prefix
 from retain.eval.unpadded import CPU_FORWARD_COST, MODE_ENV, forward_cost, plan_groups
-from retain.models.tiny import PAD_ID, tiny_model_and_tokenizer
+from retain.models.tiny import PAD_ID
+from tests.scoring_models import MODELS
 
 TOL = 1e-5
 
-
-def _llama(attention: str) -> torch.nn.Module:
-    model, _ = tiny_model_and_tokenizer(seed=5)
-    model.set_attn_implementation(attention)
-    return model.eval()
-
-
-def _gpt2() -> torch.nn.Module:
-    config = GPT2Config(vocab_size=259, n_positions=256, n_embd=64, n_layer=2, n_head=4,
-                        bos_token_id=256, eos_token_id=257, pad_token_id=PAD_ID)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        return GPT2LMHeadModel(config).eval()
-
-
-MODELS = {"llama-sdpa": lambda: _llama("sdpa"), "llama-eager": lambda: _llama("eager"),
-          "gpt2": _gpt2}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -61,7 +45,7 @@ def test_the_rule_pads_only_where_a_forward_costs_more() -> None:
 
 
 def test_the_mode_switch_and_the_device_rule(monkeypatch) -> None:
-    model = _llama("sdpa")
+    model = MODELS["llama-sdpa"]()
     monkeypatch.delenv(MODE_ENV, raising=False)
     assert forward_cost(model) == CPU_FORWARD_COST
     monkeypatch.setenv(MODE_ENV, "padded")

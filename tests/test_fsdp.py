@@ -90,18 +90,24 @@ def test_sharded_training_equals_one_process_with_the_doubled_batch(
     )
 
 
+def crashed_then_resumed(tmp_path: Path, extra: tuple[str, ...], at_step: int) -> Path:
+    """A two-process sharded run `killed` that dies in task 2 as it is about to save step
+    `at_step` (the worker's real `os._exit`), checked to have died there, then resumed."""
+    args = _command(tmp_path, "killed", 1, 2, *extra)[3:]  # after `python -m retain`
+    crashed = _torchrun("crash", "1", str(at_step), *args)
+    assert crashed.returncode != 0
+    killed = tmp_path / "killed"
+    assert not (killed / "metrics.json").exists()
+    assert max(r["task_step"] for r in _records(killed, "step") if r["task"] == 1) == at_step
+    return _run(tmp_path, "killed", 2, 2, *extra)
+
+
 def test_crashed_sharded_run_resumes_bit_identically(tmp_path: Path) -> None:
     extra = ("data.num_tasks=2", "train.steps_per_task=6", "train.checkpoint_every=2",
              "methods=[mssr]", FSDP)
     whole = _run(tmp_path, "whole", 2, 2, *extra)
     # dies in task 2 as it is about to save step 4: steps 3-4 are logged, not checkpointed
-    args = _command(tmp_path, "killed", 1, 2, *extra)[3:]  # after `python -m retain`
-    crashed = _torchrun("crash", "1", "4", *args)
-    assert crashed.returncode != 0
-    killed = tmp_path / "killed"
-    assert not (killed / "metrics.json").exists()
-    assert max(r["task_step"] for r in _records(killed, "step") if r["task"] == 1) == 4
-    resumed = _run(tmp_path, "killed", 2, 2, *extra)
+    resumed = crashed_then_resumed(tmp_path, extra, at_step=4)
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)
     for run_dir in (whole, resumed):

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from retain.train.checkpoint import read_checkpoint
-from tests.test_distributed import _command, _records, _run
-from tests.test_fsdp import FSDP, _assert_same_training, _torchrun
+from tests.test_distributed import _records, _run
+from tests.test_fsdp import FSDP, _assert_same_training, crashed_then_resumed
 
 SHORT = ("data.num_tasks=2", "train.steps_per_task=4", "train.warmup_ratio=0.0",
          "data.max_test_per_task=2")
@@ -82,13 +82,7 @@ def test_crashed_sharded_ewc_run_resumes_bit_identically(
     is redone from step 2's checkpoint (task 1's Fisher and anchor, the sharded optimizer)."""
     _, whole = ewc_runs
     extra = (*SHORT, *EWC, FSDP)
-    args = _command(tmp_path, "killed", 1, 2, *extra)[3:]  # after `python -m retain`
-    crashed = _torchrun("crash", "1", "3", *args)
-    assert crashed.returncode != 0
-    killed = tmp_path / "killed"
-    assert not (killed / "metrics.json").exists()
-    assert max(r["task_step"] for r in _records(killed, "step") if r["task"] == 1) == 3
-    resumed = _run(tmp_path, "killed", 2, 2, *extra)
+    resumed = crashed_then_resumed(tmp_path, extra, at_step=3)
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)
     _assert_ranks_agree(resumed)

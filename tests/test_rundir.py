@@ -86,12 +86,17 @@ def test_files_that_are_no_run_are_never_overwritten(tmp_path: Path) -> None:
     assert (run_dir / "scores.csv").exists()
 
 
+def _write_run_config(run_dir: Path) -> None:
+    """The config.yaml a run writes first (a resolved run config)."""
+    (run_dir / "config.yaml").write_text("name: run\noutput_dir: x\nmethods: [sequential]\n"
+                                         "model: {}\ndata: {}\ntrain: {}\n")
+
+
 def test_a_start_that_never_reached_its_first_checkpoint_may_be_reused(tmp_path: Path) -> None:
     """A model that failed to load leaves the config and an empty log: nothing to lose."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("name: run\noutput_dir: x\nmethods: [sequential]\n"
-                                         "model: {}\ndata: {}\ntrain: {}\n")
+    _write_run_config(run_dir)
     (run_dir / "log.jsonl").write_text("")
     (run_dir / ".lock").write_text("")
     refuse_foreign_files(run_dir)
@@ -153,8 +158,7 @@ def test_a_run_past_its_first_task_is_not_reused_though_its_checkpoints_are_gone
     metrics.json yet) hold rows a new start would lose: they are not silently rewritten."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("name: run\noutput_dir: x\nmethods: [sequential]\n"
-                                         "model: {}\ndata: {}\ntrain: {}\n")
+    _write_run_config(run_dir)
     (run_dir / "scores.csv").write_text("stage,a,b\n0,1.0,2.0\n1,,\n2,,\n")
     (run_dir / "log.jsonl").write_text('{"type": "eval", "stage": 0}\n{"type": "step"}\n')
     refuse_foreign_files(run_dir)  # row 0 and a few steps only: a new start loses nothing

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
+from retain.storage.files import read_log
+
 
 @dataclass(frozen=True)
 class RunFile:
@@ -121,7 +123,7 @@ def _finished_a_task(run_dir: Path) -> bool:
             stage, _, cells = line.partition(",")
             if stage.strip() not in ("", "0") and cells.strip(", "):
                 return True
-    return log.is_file() and '"type": "task_end"' in log.read_text(errors="replace")
+    return any(record.get("type") == "task_end" for record in read_log(log))
 
 
 def shown(names: list[str], limit: int = 4) -> str:

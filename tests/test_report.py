@@ -223,6 +223,18 @@ def test_read_log_skips_torn_lines(tmp_path):
     assert read_log(tmp_path / "missing.jsonl") == []
 
 
+def test_a_report_without_figures_says_so_and_a_rerender_draws_them(tmp_path):
+    """`eval.figures=false` (what a run passes) writes the tables only; `retain report`'s call
+    later draws every figure into the same page."""
+    run = make_run(tmp_path, "quiet", SCORES_A)
+    text = write_report(run, figures=False).read_text()
+    assert not list(run.glob("*.png")) and "<img" not in text
+    assert "eval.figures=false" in text and "<h2>Score matrix</h2>" in text
+    text = write_report(run).read_text()
+    assert {p.name for p in run.glob("*.png")} >= {"score_matrix.png", "task_curves.png"}
+    assert "eval.figures=false" not in text and "<img" in text
+
+
 def test_write_report_sections(tmp_path):
     run = make_run(tmp_path, "mssr-run", SCORES_A)
     out = write_report(run)

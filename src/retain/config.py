@@ -198,6 +198,7 @@ RESULT_NEUTRAL_KEYS: frozenset[str] = frozenset(
         "train.report_to",  # where copies of the log go
         "train.log_every",  # how often a step is logged
         "train.checkpoint_every",  # resuming from any checkpoint reproduces the same run
+        "eval.figures",  # the report's PNGs
         "eval.row0_cache",  # a cached row 0 equals the computed one (eval/row0_cache.py)
         "general.cache",  # GeRe's state cache in memory or memory-mapped: the same states
     }

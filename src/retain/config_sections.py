@@ -162,6 +162,12 @@ class EvalConfig(Section):
         description="log-likelihood accuracy the score matrix uses: 'sum' of option log-probs "
         "or 'bytes' (sum / UTF-8 bytes of the option); both are reported per example",
     )
+    figures: bool = Field(
+        True,
+        description="draw the run's PNG figures into report.html; false: the report keeps its "
+        "tables only (a figure costs ~0.2 s of CPU: a bench of many small runs may skip them); "
+        "`retain report RUN` draws them later",
+    )
     score: Literal["generate", "loglik"] | None = Field(
         None,
         description="primary score of tasks with options (the matrix's): the greedy answer by "

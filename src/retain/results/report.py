@@ -28,11 +28,12 @@ _SCORING_FIRST = ("score_type", "decoding")
 """Scoring keys shown in their own columns; any other key the run wrote follows them."""
 
 
-def write_report(run_dir: Path, score: str | None = None) -> Path:
+def write_report(run_dir: Path, score: str | None = None, figures: bool = True) -> Path:
     """Render `report.html` plus its PNG figures into `run_dir`; returns the HTML path.
-    `score` (generate | loglik) re-renders the run with that primary score, no training."""
+    `score` (generate | loglik) re-renders the run with that primary score, no training;
+    `figures=False` (`eval.figures`) leaves the PNGs out and says so."""
     run = RunView(Path(run_dir), score)
-    figs = _figures(run)
+    figs = _figures(run) if figures else []
     parts = [f"<h1>retain run: {e(run.name)}</h1>", meta_line(run)]
     parts.append(status_notes(run))
     parts.append("<h2>Metrics</h2>")
@@ -48,7 +49,7 @@ def write_report(run_dir: Path, score: str | None = None) -> Path:
                 f"<p>{blank} cell{'s' if blank > 1 else ''} above the superdiagonal "
                 "not evaluated (eval.cells=needed), left blank.</p>"
             )
-        parts.append(figure(*figs.pop(0)))
+        parts.append(figure(*figs.pop(0)) if figs else _NO_FIGURES)
         parts.append(_matrix_table(run.matrix))
         from retain.results.two_scores_html import two_scores_section
 
@@ -67,6 +68,10 @@ def write_report(run_dir: Path, score: str | None = None) -> Path:
     out = run.dir / "report.html"
     write_text_atomic(out, page(f"retain report: {run.name}", parts))
     return out
+
+
+_NO_FIGURES = ("<p>Figures not drawn (eval.figures=false); <code>retain report RUN_DIR</code> "
+               "draws them.</p>")
 
 
 def _figures(run: RunView) -> list[tuple[str, str]]:

@@ -225,7 +225,7 @@ class ContinualTrainer:
         parts.trackers.final(metrics)
         if parts.is_main:
             write_json(parts.run_dir / "metrics.json", metrics)
-            write_report(parts.run_dir)
+            write_report(parts.run_dir, figures=parts.config.eval.figures)
         return metrics
 
 

@@ -46,3 +46,9 @@ def finished_run(
         return RunResult(dest, copy.deepcopy(built.metrics), built.resumed)
 
     return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` first: under xdist's worksteal the longest start early and the short
+    ones fill the workers' last minutes, instead of one worker finishing a torchrun test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -20,7 +20,7 @@ from retain.train.loop import RunResult, run
 REPO = Path(__file__).resolve().parents[1]
 
 SETTINGS = [
-    "model.name_or_path=tiny-random",
+    "model.name_or_path=tiny-random", "eval.figures=false",
     "model.lora.target_modules=[q_proj,v_proj]",
     f"data.stream={REPO / 'examples' / 'stream.yaml'}",
     "data.num_tasks=2",  # parity (its own budget: 12 steps, lr 1e-3; option scoring), box_colour

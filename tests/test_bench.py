@@ -151,6 +151,7 @@ def _bench(tmp_path: Path, *extra: str, methods: str = "fixed") -> list[str]:
             "name=b", *extra]
 
 
+@pytest.mark.slow  # ten runs
 def test_bench_reuses_finished_runs_and_reruns_only_what_a_change_affects(tmp_path: Path) -> None:
     first = runner.invoke(app, _bench(tmp_path, "--seeds", "2", methods="fixed,mssr"))
     assert first.exit_code == 0, first.output

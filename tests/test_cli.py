@@ -26,6 +26,7 @@ DIFFER = ["train.steps_per_task=20", "model.finetune=full", "train.lr=3e-3",
           "data.max_test_per_task=24"]
 
 
+@pytest.mark.slow  # a bench of three methods, then report and eval
 def test_bench_report_and_eval(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(f"name: bench\noutput_dir: {tmp_path}\n")

@@ -22,7 +22,8 @@ from retain.train.checkpoint import read_checkpoint, save_checkpoint
 from retain.train.loop import ContinualTrainer
 
 TINY = [
-    "model.name_or_path=tiny-random", "data.stream=builtin", "data.max_train_per_task=8",
+    "model.name_or_path=tiny-random", "eval.figures=false",
+    "data.stream=builtin", "data.max_train_per_task=8",
     "data.max_test_per_task=2", "data.max_length=128", "data.valid_per_task=0",
     "data.num_tasks=2", "train.steps_per_task=2", "train.batch_size=4", "train.progress=false",
 ]

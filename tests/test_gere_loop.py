@@ -20,7 +20,8 @@ from retain.train.loop import ContinualTrainer, run
 from retain.train.step import LossScales, group_losses
 
 TINY = [
-    "model.name_or_path=tiny-random", "model.lora.target_modules=[q_proj,v_proj]",
+    "model.name_or_path=tiny-random", "eval.figures=false",
+    "model.lora.target_modules=[q_proj,v_proj]",
     "data.stream=builtin", "data.max_train_per_task=16", "data.max_test_per_task=4",
     "data.max_length=128", "data.valid_per_task=0", "train.steps_per_task=3",
     "train.batch_size=4", "train.lr=5e-3", "train.progress=false", "eval.batch_size=8",

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from tests.killing import whole_beside_crashed_and_resumed
 
 TINY = [
-    "model.name_or_path=tiny-random", "model.lora.target_modules=[q_proj,v_proj]",
+    "model.name_or_path=tiny-random", "eval.figures=false",
+    "model.lora.target_modules=[q_proj,v_proj]",
     "data.stream=builtin", "data.max_train_per_task=24", "data.max_test_per_task=4",
     "data.max_length=128", "data.valid_per_task=4", "data.num_tasks=3", "train.batch_size=4",
     "train.lr=5e-3", "train.progress=false", "eval.batch_size=8", "train.checkpoint_every=2",

@@ -14,7 +14,7 @@ from retain.train.loop import ContinualTrainer
 _ADAMW_STEP = torch.optim.AdamW.step
 
 BASE = [
-    "model.name_or_path=tiny-random",
+    "model.name_or_path=tiny-random", "eval.figures=false",
     "model.lora.dropout=0.0",
     "model.lora.target_modules=[q_proj,v_proj]",
     "train.steps_per_task=1",

@@ -108,7 +108,8 @@ def test_the_loop_keeps_full_logits_only_for_plugins_that_read_them(
     source = tmp_path / "general.jsonl"
     source.write_text("".join(f'{{"text": "Line {i} of plain general text."}}\n' for i in range(8)))
     cfg = load_config(None, [
-        "model.name_or_path=tiny-random", "data.stream=builtin", "data.max_train_per_task=8",
+        "model.name_or_path=tiny-random", "eval.figures=false",
+        "data.stream=builtin", "data.max_train_per_task=8",
         "data.max_test_per_task=2", "data.valid_per_task=0", "train.progress=false",
         f"general.source={source}", "general.size=4", f"output_dir={tmp_path}", *extra,
     ])

@@ -15,7 +15,7 @@ from retain.config import load_config
 from retain.train.loop import run
 
 TINY = [
-    "model.name_or_path=tiny-random",
+    "model.name_or_path=tiny-random", "eval.figures=false",
     "data.max_length=192",
     "data.valid_per_task=4",
     "data.max_test_per_task=4",

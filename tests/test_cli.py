@@ -23,7 +23,7 @@ def test_bad_override_exits_with_the_key_named(tmp_path: Path) -> None:
 # Budget chosen so that joint training really ends elsewhere than sequential training on the
 # tiny model (checked below): the gap_closed check must run, not be skipped.
 DIFFER = ["train.steps_per_task=20", "model.finetune=full", "train.lr=3e-3",
-          "data.max_test_per_task=24"]
+          "data.num_tasks=3", "data.max_test_per_task=24"]
 
 
 @pytest.mark.slow  # a bench of three methods, then report and eval

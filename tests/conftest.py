@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from retain.train.loop import RunResult
+from tests.torchrun_batch import torchrun_runs  # noqa: F401  (the suite's one torchrun launch)
 
 FinishedRun = Callable[..., RunResult]
 

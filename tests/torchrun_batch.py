@@ -1,61 +1,43 @@
 """Every two-process (torchrun) scenario of the suite in one launch, shared by all tests.
 
 Each torchrun test module lists the runs it needs in a module-level `SCENARIOS` (built with
-`two`, `guard`, `shards`); the session fixture `torchrun_runs` gathers the scenarios of the
-modules that have a selected test and starts tests/scenario_worker.py once under torchrun for
-all of them, so the ranks' start-up (seconds of CPU each) is paid once, not per run. Under
+`two`, `guard`, `shards`). At the session's first test, `_torchrun_launch` gathers the
+scenarios of the modules that have a selected test and starts tests/torchrun_launch.py in the
+background: tests/scenario_worker.py under torchrun once for all of them, so the ranks' start-up
+(seconds of CPU each) is paid once, not per run, and other tests run meanwhile. Under
 pytest-xdist the workers share that one launch (pytest-xdist's documented pattern: a folder in
-the session's common temporary directory and a file lock). Tests then only read run folders.
-One-process references run in the pytest process (`one`).
+the session's common temporary directory and a file lock). A test asks for `torchrun_runs`,
+which waits for the launch, and only reads run folders; one-process references run in the
+pytest process (`one`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from filelock import FileLock
 
-from tests.killing import kill_during
 from tests.test_engine import TINY
+from tests.torchrun_launch import ENV, GENERAL, LAUNCH_TIMEOUT, torchrun, write_general
 
+__all__ = ["ENV", "GENERAL", "torchrun", "write_general"]
 BASE = [*TINY, "data.num_tasks=3", "model.lora.dropout=0.0", "train.steps_per_task=4",
         "replay.interval_units=0"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-WORKER = str(Path(__file__).with_name("scenario_worker.py"))
-LAUNCH_TIMEOUT = 900  # a hung rank (a collective only one rank entered) fails the tests
-GENERAL = "general.jsonl"  # general text for GeRe, written beside the runs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def torchrun(*args: str) -> list[str]:
-    """A two-process torchrun command line (`args`: the script or `-m module` and its args)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
+ROOT = Path(__file__).resolve().parents[1]
+WAIT = LAUNCH_TIMEOUT + 300  # the launch, and the real SIGKILL's launches before it
 
 
 def records(run_dir: Path, kind: str) -> list[dict]:
     lines = (run_dir / "log.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["type"] == kind]
-
-
-def write_general(folder: Path) -> Path:
-    """Nine short general-text rows (JSONL) for GeRe's tests."""
-    source = folder / GENERAL
-    text = [f"Note {i}: the {'quiet ' * (i % 3)}harbour fills with boats." for i in range(9)]
-    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in text))
-    return source
 
 
 def overrides(batch: int, *extra: str) -> list[str]:
@@ -114,34 +96,6 @@ class Batch:
         return self.out / name
 
 
-def _sigkill(out: Path, scenario: dict[str, Any]) -> None:
-    task, task_step = scenario["sigkill"]
-    args = [a.replace("{out}", str(out)) for a in scenario["args"]]
-    command = torchrun("-m", "retain", "run", "/dev/null", *args, f"output_dir={out}",
-                       f"name={scenario['name']}")
-    kill_during(command, out / scenario["name"], ENV, task=task, task_step=task_step,
-                timeout=240)
-
-
-def launch(out: Path, scenarios: list[dict[str, Any]]) -> None:
-    """The real SIGKILLs first (one launch each), then every scenario in one launch; the
-    launch's exit code and output tail go to `out/launch.json` (written last)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_general(out)
-    for scenario in scenarios:
-        if scenario.get("sigkill"):
-            _sigkill(out, scenario)
-    plan = out / "plan.json"
-    plan.write_text(json.dumps({"out": str(out), "scenarios": scenarios}, indent=1))
-    try:
-        done = subprocess.run(torchrun(WORKER, str(plan)), env=ENV, capture_output=True,
-                              text=True, timeout=LAUNCH_TIMEOUT)
-        result = {"returncode": done.returncode, "output": (done.stdout + done.stderr)[-5000:]}
-    except subprocess.TimeoutExpired as exc:
-        result = {"returncode": "timeout", "output": str(exc)}
-    (out / "launch.json").write_text(json.dumps(result))
-
-
 def _selected_scenarios(session: pytest.Session) -> list[dict[str, Any]]:
     """The scenarios of the modules with a selected test, each name once (in module order)."""
     chosen: dict[str, dict[str, Any]] = {}
@@ -155,15 +109,48 @@ def _selected_scenarios(session: pytest.Session) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
-@pytest.fixture(scope="session")
-def torchrun_runs(request: pytest.FixtureRequest,
-                  tmp_path_factory: pytest.TempPathFactory) -> Batch:
-    """The one launch of every selected torchrun scenario, shared by all xdist workers."""
+def _folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's folder: under xdist the parent of the worker's, common to all workers."""
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the session's folder, common to its workers
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torchrun_launch(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The first worker to start a test starts the launch in the background (if a torchrun
+    test is selected) and, at its session's end, waits for it (Ctrl-C reaches it too: same
+    process group)."""
+    root = _folder(tmp_path_factory)
     out = root / "torchrun-batch"
+    started = None
     with FileLock(str(root / "torchrun-batch.lock")):
-        if not (out / "launch.json").exists():
-            launch(out, _selected_scenarios(request.session))
+        if not out.exists():
+            out.mkdir()
+            scenarios = _selected_scenarios(request.session)
+            if scenarios:
+                plan = {"out": str(out), "scenarios": scenarios}
+                (out / "plan.json").write_text(json.dumps(plan, indent=1))
+                with (out / "launcher.log").open("w") as log:
+                    started = subprocess.Popen(
+                        [sys.executable, "-m", "tests.torchrun_launch", str(out)], cwd=ROOT,
+                        env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    yield
+    if started is not None:
+        try:
+            started.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            started.kill()
+
+
+@pytest.fixture(scope="session")
+def torchrun_runs(_torchrun_launch: None, tmp_path_factory: pytest.TempPathFactory) -> Batch:
+    """The batched launch of every selected torchrun scenario, once it has finished."""
+    out = _folder(tmp_path_factory) / "torchrun-batch"
+    deadline = time.monotonic() + WAIT
+    while not (out / "launch.json").exists():
+        log = out / "launcher.log"
+        assert time.monotonic() < deadline, "the torchrun launch did not finish:\n" + (
+            log.read_text()[-3000:] if log.exists() else "(no launcher.log)")
+        time.sleep(0.5)
     return Batch(out)

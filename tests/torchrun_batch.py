@@ -97,10 +97,11 @@ class Batch:
 
 
 def _selected_scenarios(session: pytest.Session) -> list[dict[str, Any]]:
-    """The scenarios of the modules with a selected test, each name once (in module order)."""
+    """The scenarios of the modules with a selected test that asks for `torchrun_runs`, each
+    name once (in module order)."""
     chosen: dict[str, dict[str, Any]] = {}
-    for module in dict.fromkeys(item.module for item in session.items
-                                if getattr(item, "module", None)):
+    for module in dict.fromkeys(item.module for item in session.items  # type: ignore[attr-defined]
+                                if "torchrun_runs" in getattr(item, "fixturenames", ())):
         for scenario in getattr(module, "SCENARIOS", []):
             known = chosen.setdefault(scenario["name"], scenario)
             if known != scenario:

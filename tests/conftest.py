@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from retain.train.loop import RunResult
+from tests.torchrun_batch import _torchrun_launch, torchrun_runs  # noqa: F401  (one launch)
 
 FinishedRun = Callable[..., RunResult]
 

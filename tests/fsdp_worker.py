@@ -1,17 +1,14 @@
-"""What runs inside each rank of the FSDP2 and guard tests (started by torchrun):
+"""What runs inside each rank of the guard's own launch (started by torchrun), and the shard
+check that tests/scenario_worker.py runs in the suite's batched launch:
 
   guard cpu|default      build an Accelerator (cpu=True, or the default a user might write)
                          and apply retain's process-count guard;
   shards                 shard the tiny LoRA model and check the shards, `gathered` and the
-                         full-state round trip;
-  crash TASK STEP ARGS   `retain run ARGS` that dies (os._exit, no clean-up, like a crash)
-                         when it is about to write the mid-task checkpoint at (TASK, STEP):
-                         the steps since the previous checkpoint are logged but not saved.
+                         full-state round trip.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
@@ -78,29 +75,11 @@ def shards() -> None:
     print(f"shards ok on rank {accelerator.process_index}", flush=True)
 
 
-def crash(task: int, step: int, args: list[str]) -> None:
-    from retain.cli import app
-    from retain.train import loop
-
-    save = loop.ContinualTrainer.save
-
-    def save_or_die(self: loop.ContinualTrainer, t: int, s: int, phase: str) -> None:
-        if (t, s, phase) == (task, step, "train"):
-            os._exit(9)
-        save(self, t, s, phase)
-
-    loop.ContinualTrainer.save = save_or_die  # type: ignore[method-assign]
-    sys.argv = ["retain", *args]
-    app()
-
-
 if __name__ == "__main__":
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "guard":
         guard(rest[0])
     elif mode == "shards":
         shards()
-    elif mode == "crash":
-        crash(int(rest[0]), int(rest[1]), rest[2:])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -1,7 +1,7 @@
 """Kill a run in mid-task, as a crash would: the helpers behind every kill-and-resume test.
 
 One real SIGKILL per launcher (`kill_during`, `whole_beside_killed_and_resumed`: a plain
-process here, torchrun in test_distributed, os._exit under FSDP2 in test_fsdp); every other exact
+process here, torchrun in tests/torchrun_batch.py for test_distributed); every other exact
 resume is checked in-process (`crash_at`, `whole_beside_crashed_and_resumed`): the run dies by
 an exception no except clause catches just before a chosen checkpoint, and the same command is
 started again in the same process.

@@ -2,9 +2,9 @@
 users run: the shards themselves, LoRA and full fine-tuning equal to one process with the doubled
 batch, a crashed sharded run resuming bit for bit, and identical plugin state on both ranks.
 
-Cost: nine two-process runs (one of them crashed) and three one-process runs of the tiny model
-(2 tasks of 3-6 steps). The five run-based tests took 10 min 35 s of wall-clock (3 min 2 s of
-user CPU) on two cores that six other jobs shared (load 12); the machine was never idle to time.
+The two-process runs (eight, one of them crashed in-process and resumed in the same ranks) and
+the shard check are scenarios of the suite's one torchrun launch (tests/torchrun_batch.py); the
+one-process references run in this process.
 """
 
 from __future__ import annotations
@@ -18,26 +18,40 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_distributed import (
-    ENV,
-    _command,
-    _free_port,
-    _records,
-    _run,
-)
+from tests.torchrun_batch import ENV, GENERAL, Batch, one, records, shards, two
 
 pytestmark = pytest.mark.slow  # torchrun: two processes per run
-WORKER = str(Path(__file__).with_name("fsdp_worker.py"))
 SHORT = ("data.num_tasks=2", "train.steps_per_task=3")
 FSDP = "train.sharding=fsdp2"
+CRASHED = ("data.num_tasks=2", "train.steps_per_task=6", "train.checkpoint_every=2",
+           "methods=[mssr]", FSDP)
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", WORKER, *args],
-        env=ENV, capture_output=True, text=True, timeout=180,
-    )
+def _finetune(kind: str) -> tuple[str, ...]:
+    extra = (*SHORT, f"model.finetune={kind}", "train.warmup_ratio=0.0")
+    return (*extra, "train.lr=1e-3") if kind == "full" else extra
+
+
+def _plugin(method: str) -> tuple[str, ...]:
+    if method == "gere":
+        return (*SHORT, "methods=[mssr,gere]", "mssr.first_interval_units=0.5",
+                f"general.source={{out}}/{GENERAL}", "general.size=8", "general.max_tokens=40",
+                "general.mixing=per_batch", "general.per_batch_rows=1",
+                "general.target_batch_size=2")
+    return (*SHORT, f"methods=[{method}]")
+
+
+SCENARIOS = [
+    shards("fsdp_shards"),
+    # 2 processes x 2 micro-batches x 2 rows: sharded gradients accumulate across micro-batches
+    *(two(f"fsdp_{kind}", 2, *_finetune(kind), FSDP, "train.grad_accum=2")
+      for kind in ("lora", "full")),
+    two("fsdp_whole", 2, *CRASHED),
+    # dies in task 2 as it is about to save step 4: steps 3-4 are logged, not checkpointed
+    two("fsdp_crashed", 2, *CRASHED, crash=(1, 4)),
+    *(two(f"fsdp_{method}_{how}", 2, *_plugin(method), *sharding)
+      for method in ("gere", "procl") for how, sharding in (("ddp", ()), ("sharded", (FSDP,)))),
+]
 
 
 def _exported(run_dir: Path, task: int) -> dict[str, torch.Tensor]:
@@ -56,7 +70,7 @@ def _assert_same_exports(one: Path, two: Path, tasks: int, tol: float) -> None:
 
 def _assert_same_training(one: Path, two: Path, tol: float, tasks: int = 2) -> None:
     """The same rows, schedule and losses every step, and the same exported weights."""
-    a, b = _records(one, "step"), _records(two, "step")
+    a, b = records(one, "step"), records(two, "step")
     assert len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
         assert (x["samples"], x["tokens"], x["replayed"], x["lr"]) == (
@@ -65,83 +79,63 @@ def _assert_same_training(one: Path, two: Path, tol: float, tasks: int = 2) -> N
     _assert_same_exports(one, two, tasks, tol)
 
 
-def test_every_parameter_is_a_shard_and_full_states_round_trip() -> None:
-    done = _torchrun("shards")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "shards ok on rank 0" in done.stdout and "shards ok on rank 1" in done.stdout
+def crashed_and_resumed(batch: Batch, name: str, at_step: int) -> Path:
+    """Scenario `name`: a two-process sharded run that died in-process in task 2 as it was
+    about to save step `at_step` (checked to have logged that step and not finished), then
+    was resumed in the same ranks."""
+    result = batch.result(name)
+    assert result["crashed"] == f"crashed in task 1 at step {at_step}"
+    assert result["crashed_at"] == at_step and result["resumed"]
+    return batch.run_dir(name)
+
+
+def test_every_parameter_is_a_shard_and_full_states_round_trip(torchrun_runs: Batch) -> None:
+    """tests/fsdp_worker.py's `shards` on both ranks of the batched launch."""
+    assert torchrun_runs.result("fsdp_shards", 0)["ok"]
+    assert torchrun_runs.result("fsdp_shards", 1)["ok"]
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_sharded_training_equals_one_process_with_the_doubled_batch(
-    tmp_path: Path, finetune: str
+    tmp_path: Path, torchrun_runs: Batch, finetune: str
 ) -> None:
-    extra = (*SHORT, f"model.finetune={finetune}", "train.warmup_ratio=0.0")
-    if finetune == "full":
-        extra = (*extra, "train.lr=1e-3")
-    one = _run(tmp_path, "one", 1, 8, *extra)
-    # 2 processes x 2 micro-batches x 2 rows: sharded gradients accumulate across micro-batches
-    two = _run(tmp_path, "two", 2, 2, *extra, FSDP, "train.grad_accum=2")
+    reference = one(tmp_path, "one", 8, *_finetune(finetune))
+    sharded = torchrun_runs.run_dir(f"fsdp_{finetune}")
     # the exported adapters (LoRA) or models (full) are the trainable weights, gathered
-    _assert_same_training(one, two, tol=1e-5)
-    assert (one / "scores.csv").read_text() == (two / "scores.csv").read_text()
-    moved = _exported(two, 1)
+    _assert_same_training(reference, sharded, tol=1e-5)
+    assert (reference / "scores.csv").read_text() == (sharded / "scores.csv").read_text()
+    moved = _exported(sharded, 1)
     assert any(float(v.abs().max()) > 0 for k, v in moved.items() if "lora_B" in k) or (
         finetune == "full"
     )
 
 
-def crashed_then_resumed(tmp_path: Path, extra: tuple[str, ...], at_step: int) -> Path:
-    """A two-process sharded run `killed` that dies in task 2 as it is about to save step
-    `at_step` (the worker's real `os._exit`), checked to have died there, then resumed."""
-    args = _command(tmp_path, "killed", 1, 2, *extra)[3:]  # after `python -m retain`
-    crashed = _torchrun("crash", "1", str(at_step), *args)
-    assert crashed.returncode != 0
-    killed = tmp_path / "killed"
-    assert not (killed / "metrics.json").exists()
-    assert max(r["task_step"] for r in _records(killed, "step") if r["task"] == 1) == at_step
-    return _run(tmp_path, "killed", 2, 2, *extra)
-
-
-def test_crashed_sharded_run_resumes_bit_identically(tmp_path: Path) -> None:
-    extra = ("data.num_tasks=2", "train.steps_per_task=6", "train.checkpoint_every=2",
-             "methods=[mssr]", FSDP)
-    whole = _run(tmp_path, "whole", 2, 2, *extra)
-    # dies in task 2 as it is about to save step 4: steps 3-4 are logged, not checkpointed
-    resumed = crashed_then_resumed(tmp_path, extra, at_step=4)
+def test_crashed_sharded_run_resumes_bit_identically(torchrun_runs: Batch) -> None:
+    whole = torchrun_runs.run_dir("fsdp_whole")
+    resumed = crashed_and_resumed(torchrun_runs, "fsdp_crashed", at_step=4)
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)
     for run_dir in (whole, resumed):
-        states = _records(run_dir, "rank_state")
+        states = records(run_dir, "rank_state")
         assert len(states) == 2 and all(len(set(r["plugin_digests"])) == 1 for r in states)
         assert all(len(r["plugin_digests"]) == 2 for r in states)
 
 
-def _general(tmp_path: Path) -> Path:
-    source = tmp_path / "general.jsonl"
-    text = [f"Note {i}: the {'quiet ' * (i % 3)}harbour fills with boats." for i in range(9)]
-    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in text))
-    return source
-
-
 @pytest.mark.parametrize("method", ["gere", "procl"])
-def test_plugin_state_is_identical_on_both_sharded_ranks(tmp_path: Path, method: str) -> None:
+def test_plugin_state_is_identical_on_both_sharded_ranks(
+    torchrun_runs: Batch, method: str
+) -> None:
     """GeRe (with MSSR: replay memory, general rows, targets from the sharded base pass) and
     ProCL (programs rewritten in place, kept replicated) against the replicated (DDP) run."""
-    extra: tuple[str, ...] = (*SHORT, f"methods=[{method}]")
-    if method == "gere":
-        extra = (*SHORT, "methods=[mssr,gere]", "mssr.first_interval_units=0.5",
-                 f"general.source={_general(tmp_path)}", "general.size=8",
-                 "general.max_tokens=40", "general.mixing=per_batch",
-                 "general.per_batch_rows=1", "general.target_batch_size=2")
-    ddp = _run(tmp_path, "ddp", 2, 2, *extra)
-    sharded = _run(tmp_path, "sharded", 2, 2, *extra, FSDP)
-    states = _records(sharded, "rank_state")
+    ddp = torchrun_runs.run_dir(f"fsdp_{method}_ddp")
+    sharded = torchrun_runs.run_dir(f"fsdp_{method}_sharded")
+    states = records(sharded, "rank_state")
     assert len(states) == 2 and all(len(set(r["plugin_digests"])) == 1 for r in states)
     assert all(len(r["plugin_digests"]) == 2 for r in states)
     assert (ddp / "scores.csv").read_text() == (sharded / "scores.csv").read_text()
     _assert_same_training(ddp, sharded, tol=1e-5)
     if method == "gere":
-        assert all(r["general"] == 1 for r in _records(sharded, "step"))
+        assert all(r["general"] == 1 for r in records(sharded, "step"))
 
 
 def test_sharding_is_refused_under_accelerates_own_fsdp() -> None:

@@ -2,8 +2,9 @@
 trainable weights, losses and EWC state as one process with the same global batch, identical
 plugin state on both ranks, and a crashed sharded EWC run resuming bit for bit.
 
-Cost: six runs of the tiny model (2 tasks of 4 steps, 2 test rows a task): two one-process
-runs, four two-process runs (one of them crashed).
+Six runs of the tiny model (2 tasks of 4 steps, 2 test rows a task): two one-process runs in
+this process, four two-process runs (one crashed in-process and resumed in the same ranks) in
+the suite's one torchrun launch (tests/torchrun_batch.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ import pytest
 import torch
 
 from retain.train.checkpoint import read_checkpoint
-from tests.test_distributed import _records, _run
-from tests.test_fsdp import FSDP, _assert_same_training, crashed_then_resumed
+from tests.test_fsdp import FSDP, _assert_same_training, crashed_and_resumed
+from tests.torchrun_batch import Batch, one, records, two
 
+pytestmark = pytest.mark.slow  # torchrun: two processes per run
 SHORT = ("data.num_tasks=2", "train.steps_per_task=4", "train.warmup_ratio=0.0",
          "data.max_test_per_task=2")
 EWC = ("methods=[fixed,ewc]", "ewc.weight=1000", "train.checkpoint_every=1")
+LWF = "methods=[lwf]"
+SCENARIOS = [
+    two("freg_ewc", 2, *SHORT, *EWC, FSDP),
+    # dies in task 2 as it is about to save step 3
+    two("freg_ewc_crashed", 2, *SHORT, *EWC, FSDP, crash=(1, 3)),
+    two("freg_lwf", 2, *SHORT, LWF, FSDP),
+]
 
 
 def _plugin_state(run_dir: Path, name: str) -> dict:
@@ -31,14 +40,14 @@ def _plugin_state(run_dir: Path, name: str) -> dict:
 
 def _assert_ranks_agree(run_dir: Path) -> None:
     """After every task both ranks digested the same plugin state (the loop also refuses)."""
-    states = _records(run_dir, "rank_state")
+    states = records(run_dir, "rank_state")
     assert len(states) == 2
     assert all(len(r["plugin_digests"]) == 2 and len(set(r["plugin_digests"])) == 1
                for r in states)
 
 
 def _assert_same_method_losses(one: Path, two: Path, method: str) -> None:
-    a, b = ([r["losses"][method] for r in _records(d, "step") if r["task"] > 0]
+    a, b = ([r["losses"][method] for r in records(d, "step") if r["task"] > 0]
             for d in (one, two))
     assert len(a) == len(b) > 0 and max(a) > 0  # the term is on in task 2
     assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
@@ -57,32 +66,24 @@ def _assert_same_ewc_state(one: Path, two: Path) -> None:
     assert any(float(f.abs().max()) > 0 for f in a[0]["fisher"].values())
 
 
-@pytest.fixture(scope="module")
-def ewc_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def test_sharded_ewc_equals_one_process(tmp_path: Path, torchrun_runs: Batch) -> None:
     """EWC with fixed replay on one process (batch 4) and sharded over two (2 rows each)."""
-    out = tmp_path_factory.mktemp("ewc")
-    return _run(out, "one", 1, 4, *SHORT, *EWC), _run(out, "two", 2, 2, *SHORT, *EWC, FSDP)
-
-
-def test_sharded_ewc_equals_one_process(ewc_runs: tuple[Path, Path]) -> None:
-    one, two = ewc_runs
-    _assert_same_training(one, two, tol=1e-5)
-    assert sum(r["replayed"] for r in _records(two, "step")) > 0
-    _assert_same_method_losses(one, two, "ewc")
-    _assert_same_ewc_state(one, two)
-    _assert_ranks_agree(two)
-    fisher = [[r["fisher_mean"] for r in _records(d, "ewc")] for d in (one, two)]
+    reference = one(tmp_path, "one", 4, *SHORT, *EWC)
+    sharded = torchrun_runs.run_dir("freg_ewc")
+    _assert_same_training(reference, sharded, tol=1e-5)
+    assert sum(r["replayed"] for r in records(sharded, "step")) > 0
+    _assert_same_method_losses(reference, sharded, "ewc")
+    _assert_same_ewc_state(reference, sharded)
+    _assert_ranks_agree(sharded)
+    fisher = [[r["fisher_mean"] for r in records(d, "ewc")] for d in (reference, sharded)]
     assert len(fisher[0]) == 2 and fisher[0] == pytest.approx(fisher[1], rel=1e-4)
 
 
-def test_crashed_sharded_ewc_run_resumes_bit_identically(
-    ewc_runs: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_crashed_sharded_ewc_run_resumes_bit_identically(torchrun_runs: Batch) -> None:
     """Dies in task 2 as it is about to save step 3: step 3 is logged, not checkpointed, and
     is redone from step 2's checkpoint (task 1's Fisher and anchor, the sharded optimizer)."""
-    _, whole = ewc_runs
-    extra = (*SHORT, *EWC, FSDP)
-    resumed = crashed_then_resumed(tmp_path, extra, at_step=3)
+    whole = torchrun_runs.run_dir("freg_ewc")
+    resumed = crashed_and_resumed(torchrun_runs, "freg_ewc_crashed", at_step=3)
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)
     _assert_ranks_agree(resumed)
@@ -92,15 +93,14 @@ def test_crashed_sharded_ewc_run_resumes_bit_identically(
             assert all(torch.equal(x[part][n], y[part][n]) for n in x[part])
 
 
-def test_sharded_lwf_equals_one_process(tmp_path: Path) -> None:
-    extra = (*SHORT, "methods=[lwf]")
-    one = _run(tmp_path, "one", 1, 4, *extra)
-    two = _run(tmp_path, "two", 2, 2, *extra, FSDP)
-    _assert_same_training(one, two, tol=1e-5)
-    _assert_same_method_losses(one, two, "lwf")
-    _assert_ranks_agree(two)
+def test_sharded_lwf_equals_one_process(tmp_path: Path, torchrun_runs: Batch) -> None:
+    reference = one(tmp_path, "one", 4, *SHORT, LWF)
+    sharded = torchrun_runs.run_dir("freg_lwf")
+    _assert_same_training(reference, sharded, tol=1e-5)
+    _assert_same_method_losses(reference, sharded, "lwf")
+    _assert_ranks_agree(sharded)
     # the teacher (the previous task's adapter: the backbone is shared) is saved whole
-    a, b = (_plugin_state(d, "lwf")["teacher"] for d in (one, two))
+    a, b = (_plugin_state(d, "lwf")["teacher"] for d in (reference, sharded))
     assert a.keys() == b.keys() and a and all("lora_" in name for name in a)
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=0)

@@ -1,7 +1,7 @@
 """Kill a run in mid-task, as a crash would: the helpers behind every kill-and-resume test.
 
-One real SIGKILL per launcher (`kill_during`, `whole_beside_killed_and_resumed`: a plain
-process here, torchrun in tests/torchrun_batch.py for test_distributed); every other exact
+One real SIGKILL per launcher (`kill_during`: of a plain `python -m retain` process in
+test_engine, of torchrun in tests/torchrun_launch.py for test_distributed); every other exact
 resume is checked in-process (`crash_at`, `whole_beside_crashed_and_resumed`): the run dies by
 an exception no except clause catches just before a chosen checkpoint, and the same command is
 started again in the same process.
@@ -48,30 +48,6 @@ def kill_during(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (Path(run_dir) / "metrics.json").exists(), "killed too late to test resume"
-
-
-def whole_beside_killed_and_resumed(
-    command_for: Callable[[str], list[str]], parent: Path, env: dict[str, str], **kill: float
-) -> subprocess.CompletedProcess:
-    """Run `command_for("whole")` uninterrupted while `command_for("killed")` is killed mid-task
-    (see `kill_during`) and started again, both under `parent`.
-
-    The two runs share nothing, so they overlap: the test costs about one run's wall-clock on
-    two cores instead of two. Returns the resumed process, checked to have finished.
-    """
-    log = Path(parent) / "whole.stderr"
-    with log.open("w") as stderr:
-        whole = subprocess.Popen(command_for("whole"), env=env, stdout=subprocess.DEVNULL,
-                                 stderr=stderr)
-        try:
-            kill_during(command_for("killed"), Path(parent) / "killed", env, **kill)
-            resumed = subprocess.run(command_for("killed"), env=env, capture_output=True,
-                                     text=True)
-        finally:
-            whole.wait()
-    assert whole.returncode == 0, log.read_text()
-    assert resumed.returncode == 0, resumed.stderr
-    return resumed
 
 
 class Crash(BaseException):

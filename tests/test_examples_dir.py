@@ -81,6 +81,7 @@ def test_example_runs_end_to_end_on_the_tiny_model(tmp_path: Path) -> None:
             f"output_dir={tmp_path}",
             "train.steps_per_task=2",
             "train.progress=false",
+            "eval.figures=false",
         ],
     )
     result = run(config)

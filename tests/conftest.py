@@ -5,6 +5,7 @@ not each train one."""
 from __future__ import annotations
 
 import copy
+import gc
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -53,3 +54,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `slow` first: under xdist's worksteal the longest start early and the short
     ones fill the workers' last minutes, instead of one worker finishing a torchrun test alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every module the tests import is loaded now: move those objects out of the collector's
+    reach (`gc.freeze`). Each run's `reset_peak_memory` collects garbage, and a full collection
+    over torch's, transformers' and the tests' ~400k module-level objects costs ~0.2 s of CPU:
+    ~40 s over the suite's runs. Objects created later are collected as usual."""
+    gc.collect()
+    gc.freeze()

@@ -9,14 +9,16 @@ started again in the same process.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 
 def step_records(run_dir: Path) -> list[dict]:
@@ -35,8 +37,12 @@ def kill_during(
     task_step: int = 5,
     timeout: float = 180.0,
 ) -> None:
-    """Start `command`, SIGKILL it (with every process it started) once the run has logged
-    step `task_step` of task index `task`, and check it died before finishing."""
+    """Start `command`, SIGKILL it with every process it started once the run has logged
+    step `task_step` of task index `task`, and check it died there, before finishing.
+
+    The whole process tree is killed, not just the process group: torchrun starts each rank in
+    a session of its own (torch's elastic `SubprocessHandler`), so killing the launcher's
+    group alone left the ranks training on to the end of the run."""
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + timeout
@@ -45,9 +51,18 @@ def kill_during(
         if steps and steps[-1]["task"] == task and steps[-1]["task_step"] >= task_step:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    tree = [psutil.Process(proc.pid)]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree += tree[0].children(recursive=True)
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, f"still running after SIGKILL: {alive}"
     assert not (Path(run_dir) / "metrics.json").exists(), "killed too late to test resume"
+    last = step_records(run_dir)[-1]
+    assert last["task"] == task, f"killed in task {last['task']}, not {task}: too late"
 
 
 class Crash(BaseException):

@@ -91,6 +91,8 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(
     whole = torchrun_runs.run_dir("dist_whole")
     resumed = torchrun_runs.run_dir("dist_killed")
     assert torchrun_runs.result("dist_killed")["resumed"]
+    killed_at = json.loads((torchrun_runs.out / "dist_killed.killed.json").read_text())
+    assert killed_at["task"] == 1 and 3 <= killed_at["task_step"] < 8  # in mid task 2
     assert (whole / "scores.csv").read_text() == (resumed / "scores.csv").read_text()
     _assert_same_training(whole, resumed, tol=0.0)
 

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tests.killing import kill_during
+from tests.killing import kill_during, step_records
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 WORKER = str(Path(__file__).with_name("scenario_worker.py"))
@@ -54,6 +54,8 @@ def _sigkill(out: Path, scenario: dict[str, Any]) -> None:
                        f"name={scenario['name']}")
     kill_during(command, out / scenario["name"], ENV, task=task, task_step=task_step,
                 timeout=240)
+    last = step_records(out / scenario["name"])[-1]  # where the run stood when killed
+    (out / f"{scenario['name']}.killed.json").write_text(json.dumps(last))
 
 
 def launch(out: Path) -> dict[str, Any]:

@@ -296,9 +296,11 @@ def end_step(
     ctx, tc = parts.ctx, parts.config.train
     state.advance(ctx)
     after = parts.plugins_with("after_step")
-    for batch, outputs in global_view(parts.accelerator, plan, micro, parts.store, parts.pad_id):
-        for plugin in after:
-            plugin.after_step(ctx, batch, outputs)
+    if after:  # the global view gathers across ranks: only for plugins that read it
+        view = global_view(parts.accelerator, plan, micro, parts.store, parts.pad_id)
+        for batch, outputs in view:
+            for plugin in after:
+                plugin.after_step(ctx, batch, outputs)
     ctx.count("samples", plan.samples)  # global, as every count below
     ctx.count("tokens", plan.tokens)
     ctx.count("replayed_rows", plan.replayed)

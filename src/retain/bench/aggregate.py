@@ -22,20 +22,26 @@ from typing import Any
 
 import numpy as np
 
+from retain.bench.claims import ClaimResult, judge_claims, paper_claims
 from retain.bench.plan import REFERENCES, read_manifest
 from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import general_share
 from retain.eval.stats import LEVEL, Estimate, adjust, estimate
 from retain.eval.uncertainty import metric_replicates, resample_indices, resampling_strata
+from retain.results.format_split import SPLIT_METRICS, bwt_split_replicates
 from retain.storage.examples import ExampleResults
 
 QUALITY: tuple[str, ...] = (
-    "ap", "bwt", "forgetting_max_xfit", "forgetting_max", "fwt", "la", "general_delta",
-    "f1_general_ap", "gap_closed",
+    "ap", "bwt", "bwt_format", "bwt_knowledge", "forgetting_max_xfit", "forgetting_max", "fwt",
+    "la", "general_delta", "f1_general_ap", "gap_closed",
 )  # fmt: skip
 """Metrics from the score matrix, in table order (`gap_closed` needs both references;
-`forgetting_max` is the papers' plug-in, a point value beside its cross-fit)."""
+`forgetting_max` is the papers' plug-in, a point value beside its cross-fit; `bwt_format` and
+`bwt_knowledge`, generation BWT's exact split, `results/format_split.py`)."""
+
+FROM_EXAMPLES = frozenset({"forgetting_max_xfit", *SPLIT_METRICS})
+"""Metrics computed here from the per-example results, not read from `metrics.json`."""
 
 COST: tuple[str, ...] = (
     "replayed_share", "general_share", "extra_forward_passes", "train_tokens_per_s",
@@ -74,6 +80,8 @@ class BenchSummary:
     differences: dict[str, dict[str, Estimate | None]] = field(default_factory=dict)
     cost: dict[str, dict[str, Estimate | None]] = field(default_factory=dict)
     per_seed: dict[str, dict[int, dict[str, float | None]]] = field(default_factory=dict)
+    claims: list[ClaimResult] = field(default_factory=list)
+    """The papers' orderings this bench can test (`bench/claims.py`)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -142,7 +150,10 @@ class _Draws:
             return None
         key = (run.method, run.seed)
         if key not in self._points:
-            self._points[key] = metric_replicates(run.examples, run.tasks, run.general, None)
+            self._points[key] = {
+                **metric_replicates(run.examples, run.tasks, run.general, None),
+                **bwt_split_replicates(run.examples, run.tasks, None),
+            }
         value = self._points[key].get(name)
         return None if value is None or not math.isfinite(float(value[0])) else float(value[0])
 
@@ -161,14 +172,16 @@ class _Draws:
             return None
         key = (run.method, run.seed)
         if key not in self._values:
-            self._values[key] = metric_replicates(
-                run.examples, run.tasks, run.general, self._draw_for(run), self.n
-            )
+            draw = self._draw_for(run)
+            self._values[key] = {
+                **metric_replicates(run.examples, run.tasks, run.general, draw, self.n),
+                **bwt_split_replicates(run.examples, run.tasks, draw),
+            }
         return self._values[key]
 
 
 def _point(run: SeedRun, name: str, draws: _Draws | None = None) -> float | None:
-    if name.endswith("_xfit"):
+    if name in FROM_EXAMPLES:
         return draws.point(run, name) if draws is not None else None
     value = run.metrics.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -225,6 +238,12 @@ def summarise(
                 if n != "gap_closed" and n not in PLUGIN_MAX
             }
     out.differences = adjust(out.differences, PRIMARY, exclude=REFERENCES)
+
+    def claim_difference(better: str, worse: str) -> Estimate | None:
+        mine = [runs[(better, s)] for s in seeds if (better, s) in runs]
+        return _difference(mine, PRIMARY, runs, draws, baseline=worse)
+
+    out.claims = judge_claims(paper_claims(methods), claim_difference)
     gain = out.differences.get("multitask", {}).get("ap")
     if not gap_resolved(out) and gain is not None:
         text = f"{gain.mean:+.2f}"
@@ -312,13 +331,17 @@ def _replicate(
 
 
 def _difference(
-    mine: list[SeedRun], name: str, runs: dict[tuple[str, int], SeedRun], draws: _Draws
+    mine: list[SeedRun],
+    name: str,
+    runs: dict[tuple[str, int], SeedRun],
+    draws: _Draws,
+    baseline: str = BASELINE,
 ) -> Estimate | None:
-    """Per-seed `method − sequential` on the same seed, paired through the shared draw."""
+    """Per-seed `method − baseline` on the same seed, paired through the shared draw."""
     points: list[float] = []
     reps: list[np.ndarray] = []
     for run in mine:
-        base = runs.get((BASELINE, run.seed))
+        base = runs.get((baseline, run.seed))
         if base is None:
             continue
         a, b = _point(run, name, draws), _point(base, name, draws)

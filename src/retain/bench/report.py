@@ -17,7 +17,10 @@ from retain.bench.aggregate import (
 )
 from retain.bench.figures import write_figures
 from retain.bench.table import (
+    CLAIM_HEAD,
+    CLAIMS_CAPTION,
     LABELS,
+    claim_rows,
     csv_text,
     difference_caption,
     estimate_text,
@@ -90,6 +93,9 @@ def _html_tables(summary: BenchSummary) -> str:
         rows = [[e(m), *(e(estimate_text(summary.cost[m].get(n), n)) for n in cost)]
                 for m in summary.methods]
         html += "<h2>Cost</h2>" + table(["method", *(LABELS.get(n, n) for n in cost)], rows)
+    if summary.claims:
+        html += (f"<h2>The papers' orderings</h2><p>{e(CLAIMS_CAPTION)}</p>"
+                 + table(list(CLAIM_HEAD), [[e(c) for c in row] for row in claim_rows(summary)]))
     return html
 
 

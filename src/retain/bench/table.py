@@ -19,6 +19,8 @@ from retain.eval.stats import scope_text
 from retain.results.view import arrow
 
 LABELS = {
+    "bwt_format": "bwt: format",
+    "bwt_knowledge": "bwt: knowledge",
     "forgetting_max_xfit": "forgetting_max (cross-fit)",
     "forgetting_max": "forgetting_max (papers' plug-in, biased ↑ at small n)",
     "gap_closed": "gap_closed",
@@ -116,8 +118,25 @@ def markdown(summary: BenchSummary, title: str) -> str:
         rows = [[m, *(estimate_text(summary.cost[m].get(n), n) for n in cost)]
                 for m in summary.methods]
         lines += _md_table(["method", *(LABELS.get(n, n) for n in cost)], rows)
+    if summary.claims:
+        lines += ["", CLAIMS_CAPTION, ""]
+        lines += _md_table(CLAIM_HEAD, claim_rows(summary))
     lines += ["", *(f"Note: {note}" for note in summary.notes)] if summary.notes else []
     return "\n".join(lines) + "\n"
+
+
+CLAIMS_CAPTION = (
+    f"The papers' orderings on this bench: paired difference better − worse on {PRIMARY} (same "
+    "seeds, same test examples; 95 % interval, unadjusted), `*` significant after Holm within "
+    "each paper's claims. `>` claims: reproduced, reversed or unresolved; `≈` claims: differ, "
+    "or no difference resolved (which is not evidence of equality)."
+)
+CLAIM_HEAD = ("paper", "claim", f"difference in {PRIMARY}", "verdict")
+
+
+def claim_rows(summary: BenchSummary) -> list[list[str]]:
+    return [[r.claim.paper, r.claim.text, estimate_text(r.difference, PRIMARY, signed=True),
+             r.verdict] for r in summary.claims]  # fmt: skip
 
 
 def _plugin(summary: BenchSummary, name: str) -> bool:
@@ -131,24 +150,26 @@ CSV_COLUMNS = ("method", "kind", "metric", "mean", "low", "high", "n_seeds", "si
                "p", "correction", "seed_sd")  # fmt: skip
 
 
+def _csv_row(method: str, kind: str, name: str, est: Estimate) -> list[object]:
+    blank = lambda v: "" if v is None else repr(v)  # noqa: E731
+    significant = "" if est.significant is None else str(est.significant).lower()
+    return [method, kind, name, repr(est.mean), blank(est.low), blank(est.high), est.n_seeds,
+            significant, blank(est.p), est.correction or "", blank(est.seed_sd)]  # fmt: skip
+
+
 def csv_text(summary: BenchSummary) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for kind in ("quality", "differences", "cost"):
-        table = getattr(summary, kind)
-        for method, values in table.items():
-            for name, est in values.items():
-                if est is None:
-                    continue
-                writer.writerow([
-                    method, "difference_vs_sequential" if kind == "differences" else kind, name,
-                    repr(est.mean), "" if est.low is None else repr(est.low),
-                    "" if est.high is None else repr(est.high), est.n_seeds,
-                    "" if est.significant is None else str(est.significant).lower(),
-                    "" if est.p is None else repr(est.p), est.correction or "",
-                    "" if est.seed_sd is None else repr(est.seed_sd),
-                ])  # fmt: skip
+        label = "difference_vs_sequential" if kind == "differences" else kind
+        for method, values in getattr(summary, kind).items():
+            writer.writerows(_csv_row(method, label, name, est)
+                             for name, est in values.items() if est is not None)  # fmt: skip
+    for result in summary.claims:  # the papers' orderings: the claim in the method column
+        if result.difference is not None:
+            kind = f"paper_claim:{result.claim.paper}"
+            writer.writerow(_csv_row(result.claim.text, kind, PRIMARY, result.difference))
     return buf.getvalue()
 
 
@@ -171,5 +192,9 @@ def summary_lines(summary: BenchSummary) -> list[str]:
             parts = [f"{n} {estimate_text(diffs.get(n), n, signed=True)}"
                      for n in ("ap", "bwt", "forgetting_max_xfit") if diffs.get(n)]
             lines.append(f"  {m}: " + ("; ".join(parts) or "no metric to compare"))
+    if summary.claims:
+        lines.append(f"the papers' orderings ({PRIMARY}, better − worse, Holm within each paper):")
+        lines += [f"  {paper}: {claim} {diff} — {verdict}"
+                  for paper, claim, diff, verdict in claim_rows(summary)]
     lines += [f"note: {note}" for note in summary.notes]
     return lines

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from retain.config_base import Section
 
@@ -27,6 +27,22 @@ Builder = Callable[["CoreConfig", str], "Plugin | None"]
 
 
 @dataclass(frozen=True)
+class PaperClaim:
+    """One ordering a method's paper reports on its primary score: `better` above `worse`
+    (relation `>`), or the two level (`≈`). `retain bench` tests each claim whose two methods
+    it ran (`bench/claims.py`), so a user sees whether the paper's ordering holds on the stream."""
+
+    better: str
+    worse: str
+    paper: str
+    relation: Literal[">", "≈"] = ">"
+
+    @property
+    def text(self) -> str:
+        return f"{self.better} {self.relation} {self.worse}"
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """One group of method names that share a family, config sections and a builder.
 
@@ -36,7 +52,8 @@ class MethodSpec:
     `sections`: the config sections these names read, `{key: Section class}`; a run's other
     method sections cannot change it (`relevant_config`). `needs_lora`: only with
     `model.finetune: lora`. `alone`: combines with nothing (`multitask`). `plain`: no method at
-    all (`sequential`), so naming it beside another is refused as a contradiction.
+    all (`sequential`), so naming it beside another is refused as a contradiction. `claims`:
+    the orderings the method's paper reports, tested by every bench that runs both sides.
     """
 
     names: tuple[str, ...]
@@ -47,6 +64,7 @@ class MethodSpec:
     needs_lora: bool = False
     alone: bool = False
     plain: bool = False
+    claims: tuple[PaperClaim, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.names:

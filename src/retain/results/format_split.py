@@ -43,6 +43,50 @@ def _parts(g: list[np.ndarray], v: list[np.ndarray], ll: list[np.ndarray | None]
     return 100.0 * np.stack([dg, fmt, know, dl, dg - fmt - know])
 
 
+Chosen = list[tuple[str, list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]]
+
+
+def _chosen(examples: ExampleResults, tasks: Sequence[str]) -> Chosen:
+    """Per task 1..T-1 with a generation score and validity at its own stage i and the last
+    stage T: (name, G at [i, T], V at [i, T], log-likelihood score at [i, T] or None)."""
+    last = len(tasks)
+    chosen: Chosen = []
+    for i, name in enumerate(tasks[:-1], start=1):
+        g = [per_example(examples, name, "generate", s) for s in (i, last)]
+        v = [per_example(examples, name, VALID, s) for s in (i, last)]
+        ll = [per_example(examples, name, "loglik", s) for s in (i, last)]
+        if any(x is None for x in (*g, *v)):
+            continue
+        chosen.append((name, g, v, ll))  # type: ignore[arg-type]
+    return chosen
+
+
+SPLIT_METRICS = ("bwt_format", "bwt_knowledge")
+"""BWT's two parts as bench metrics (their sum is BWT when generation is the primary score)."""
+
+
+def bwt_split_replicates(
+    examples: ExampleResults, tasks: Sequence[str], indices: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """`bwt_format` and `bwt_knowledge` on each resample of `indices` (from
+    `resample_indices`, possibly drawn on another run with the same examples, which pairs the
+    runs), as arrays [n_resamples]; `indices` None: the point values, [1]. {} when no task has
+    a generation score with validity (a bench then shows no split)."""
+    chosen = _chosen(examples, tasks)
+    if not chosen:
+        return {}
+
+    def pick(x: np.ndarray, name: str) -> np.ndarray:
+        return x[None, :] if indices is None else x[indices[name]]
+
+    parts = np.mean([
+        _parts([pick(x, n) for x in g], [pick(x, n) for x in v],
+               [None if x is None else pick(x, n) for x in ll])
+        for n, g, v, ll in chosen
+    ], axis=0)  # fmt: skip
+    return {"bwt_format": parts[1], "bwt_knowledge": parts[2]}
+
+
 def forgetting_split(
     examples: ExampleResults,
     tasks: Sequence[str],
@@ -55,15 +99,7 @@ def forgetting_split(
     from retain.eval.stats import estimate
     from retain.eval.uncertainty import resample_indices, resampling_strata
 
-    last = len(tasks)
-    chosen: list[tuple[str, list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]] = []
-    for i, name in enumerate(tasks[:-1], start=1):
-        g = [per_example(examples, name, "generate", s) for s in (i, last)]
-        v = [per_example(examples, name, VALID, s) for s in (i, last)]
-        ll = [per_example(examples, name, "loglik", s) for s in (i, last)]
-        if any(x is None for x in (*g, *v)):
-            continue
-        chosen.append((name, g, v, ll))  # type: ignore[arg-type]
+    chosen = _chosen(examples, tasks)
     if not chosen:
         return {}
     idx = resample_indices(examples, [c[0] for c in chosen], n_resamples, seed)

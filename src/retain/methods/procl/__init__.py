@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retain.methods.procl.config import ProCLConfig
-from retain.methods.spec import MethodSpec
+from retain.methods.spec import MethodSpec, PaperClaim
 
 if TYPE_CHECKING:
     from retain.config_sections import CoreConfig
@@ -42,5 +42,10 @@ METHODS = (
         "all tasks; `*_paper*` run them as the reference code does (gates 0, both factors, "
         "adapter MLP, consolidation per micro-batch, pooling over all positions)",
         needs_lora=True,
+        claims=(
+            PaperClaim("procl", "olora", "ProCL"),
+            PaperClaim("procl", "seq_lora", "ProCL"),
+            PaperClaim("olora", "seq_lora", "ProCL", relation="≈"),
+        ),
     ),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from retain.methods.replay.config import MSSRConfig, ReplayConfig
-from retain.methods.spec import MethodSpec
+from retain.methods.spec import MethodSpec, PaperClaim
 
 if TYPE_CHECKING:
     from retain.config_sections import CoreConfig
@@ -34,5 +34,14 @@ METHODS = (
         build=build,
         sections={"replay": ReplayConfig, "mssr": MSSRConfig},
         summary="memory-aware adaptive replay (sampler, schedule, both)",
+        claims=tuple(
+            PaperClaim(better, worse, "MSSR")  # its ordering: each step of the ladder
+            for better, worse in (
+                ("mssr", "mssr_spl"), ("mssr", "mssr_sch"),
+                ("mssr_spl", "accuracy_triggered"), ("mssr_sch", "accuracy_triggered"),
+                ("accuracy_triggered", "loss_triggered"), ("loss_triggered", "fixed"),
+                ("fixed", "sequential"),
+            )
+        ),  # fmt: skip
     ),
 )

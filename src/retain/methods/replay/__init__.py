@@ -35,8 +35,9 @@ METHODS = (
         sections={"replay": ReplayConfig, "mssr": MSSRConfig},
         summary="memory-aware adaptive replay (sampler, schedule, both)",
         claims=tuple(
-            PaperClaim(better, worse, "MSSR")  # its ordering: each step of the ladder
+            PaperClaim(better, worse, "MSSR")  # each step of its ladder, and the headline
             for better, worse in (
+                ("mssr", "fixed"),
                 ("mssr", "mssr_spl"), ("mssr", "mssr_sch"),
                 ("mssr_spl", "accuracy_triggered"), ("mssr_sch", "accuracy_triggered"),
                 ("accuracy_triggered", "loss_triggered"), ("loss_triggered", "fixed"),

@@ -125,3 +125,22 @@ def test_a_bench_tests_a_paper_s_ordering_on_paired_runs() -> None:
         ("mssr > fixed", 0.0, "false"), ("fixed > sequential", 25.0, "true")]
     assert any("fixed > sequential +25.00" in line for line in summary_lines(summary))
     assert "| MSSR | fixed > sequential |" in markdown(summary, "t")
+
+
+def test_a_bench_scored_both_ways_keeps_each_score_s_tables_in_files(tmp_path: Path) -> None:
+    from retain.bench.report import write_bench_report
+    from retain.bench.two_scores import by_score
+
+    runs = {(m, s): _split_run(m, s, 10 * s + k) for k, m in enumerate(("sequential", "m"))
+            for s in (1, 2)}
+    summary = summarise(["sequential", "m"], [1, 2], runs, n_resamples=50)
+    scored = by_score(["sequential", "m"], [1, 2], runs)
+    assert set(scored) == {"generate", "loglik"}
+    write_bench_report(summary, tmp_path, "t", scored)
+    for score, by in scored.items():
+        rows = {(r["method"], r["kind"], r["metric"]): float(r["mean"])
+                for r in csv.DictReader((tmp_path / f"bench.{score}.csv").open())}
+        assert rows[("m", "quality", "ap")] == pytest.approx(by.quality["m"]["ap"].mean)
+        assert f"t, by {score}" in (tmp_path / f"bench.{score}.md").read_text()
+    generate, loglik = (scored[s].quality["m"]["ap"].mean for s in ("generate", "loglik"))
+    assert generate != pytest.approx(loglik)  # the two files hold different scores

@@ -180,9 +180,10 @@ def _bench(
         typer.echo(line)
     from retain.bench.two_scores import by_score, score_lines
 
-    for line in score_lines(by_score(names, seed_list, runs)):
+    scored = by_score(names, seed_list, runs)
+    for line in score_lines(scored):
         typer.echo(line)
-    out = write_bench_report(summary, plan.root, f"retain bench: {plan.name}")
+    out = write_bench_report(summary, plan.root, f"retain bench: {plan.name}", scored)
     typer.echo(f"comparison: {out} (tables: {plan.root / 'bench.md'}, {plan.root / 'bench.csv'})")
 
 

@@ -1,9 +1,11 @@
-"""Writing a bench's comparison: `bench.md`, `bench.csv`, `bench.html` and its PNG figures, in
-the bench directory; `retain report` calls the same code to re-render it at any time, and to
-compare benches whose streams and test data match."""
+"""Writing a bench's comparison: `bench.md`, `bench.csv`, `bench.html` and its PNG figures in
+the bench directory, and `bench.<score>.md`/`.csv` per score when the runs carry both;
+`retain report` calls the same code to re-render it at any time, and to compare benches whose
+streams and test data match."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from retain.bench.aggregate import (
@@ -28,6 +30,7 @@ from retain.bench.table import (
     markdown,
     seed_sd_text,
 )
+from retain.bench.two_scores import by_score
 from retain.results.html import e, figure, page, table
 from retain.results.view import arrow
 from retain.storage.files import write_text_atomic
@@ -37,10 +40,21 @@ COMPARABLE_PARTS = ("stream", "subsample", "test_data")
 """What runs of different benches must share to sit in one table: the very test examples."""
 
 
-def write_bench_report(summary: BenchSummary, out_dir: Path, title: str) -> Path:
+def write_bench_report(
+    summary: BenchSummary,
+    out_dir: Path,
+    title: str,
+    by_score: Mapping[str, BenchSummary] | None = None,
+) -> Path:
+    """`bench.md`, `bench.csv` and `bench.html` of the primary scores; with `by_score`
+    (`two_scores.by_score`), the same tables for each score as `bench.<score>.md`/`.csv`, so
+    a bench scored both ways keeps both in files, not only in what it printed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "bench.md", markdown(summary, title))
     write_text_atomic(out_dir / "bench.csv", csv_text(summary))
+    for score, scored in (by_score or {}).items():
+        write_text_atomic(out_dir / f"bench.{score}.md", markdown(scored, f"{title}, by {score}"))
+        write_text_atomic(out_dir / f"bench.{score}.csv", csv_text(scored))
     made = write_figures(summary, out_dir)
     parts = [f"<h1>{e(title)}</h1>", _html_tables(summary)]
     parts += [f"<p class='note'>{e(n)}</p>" for n in summary.notes]
@@ -105,7 +119,8 @@ def render_bench(root: Path) -> Path:
     if not runs:
         raise ValueError(f"{root}: no finished run of the bench yet")
     summary = summarise(methods, seeds, runs)
-    return write_bench_report(summary, root, f"retain bench: {Path(root).name}")
+    scored = by_score(methods, seeds, runs)
+    return write_bench_report(summary, root, f"retain bench: {Path(root).name}", scored)
 
 
 def compare_benches(roots: list[Path], out_dir: Path) -> Path:

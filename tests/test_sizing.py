@@ -53,7 +53,7 @@ def test_pilot_with_constant_examples_has_only_a_seed_component() -> None:
             [[0, 0], [1, 0], [0.5, 1]]), TASKS)  # fmt: skip
         runs[("m", seed)] = crafted("m", seed, full_cells([[0, 0], [1, 0], [x, 1]]), TASKS)
     summary = summarise(["sequential", "m"], [42, 43, 44], runs, n_resamples=100)
-    comps, n0 = pilot_components(summary)
+    comps, n0, _ = pilot_components(summary)
     diffs = [0.0, 12.5, 25.0]  # ap of m − sequential per seed, in points
     assert n0 == 4
     assert comps.seed == pytest.approx(np.var(diffs, ddof=1))
@@ -71,7 +71,7 @@ def test_pilot_with_identical_seeds_has_only_an_example_component() -> None:
         runs[("sequential", seed)] = crafted("sequential", seed, cells, TASKS)
         runs[("m", seed)] = crafted("m", seed, other, TASKS)
     summary = summarise(["sequential", "m"], [42, 43], runs, n_resamples=4000, seed=1)
-    comps, n0 = pilot_components(summary)
+    comps, n0, _ = pilot_components(summary)
     assert n0 == n and comps.seed == 0.0 and comps.interaction == pytest.approx(0.0, abs=1e-9)
     # ap = mean of the 2 tasks' final scores: Var = (1/4) Σ_i Var(d̄_i), d = 100 (m − seq)
     d = [100.0 * (other[(2, i)] - cells[(2, i)]) for i in range(2)]
@@ -80,13 +80,13 @@ def test_pilot_with_identical_seeds_has_only_an_example_component() -> None:
     assert comps.example == pytest.approx(want, rel=0.1)
 
 
-def _pilot(root: Path, seeds: tuple[int, ...]) -> Path:
+def _pilot(root: Path, seeds: tuple[int, ...], other: str = "m") -> Path:
     runs = []
     for seed in seeds:
-        for name, scores in (("sequential", SCORES_B), ("m", SCORES_A)):
+        for name, scores in (("sequential", SCORES_B), (other, SCORES_A)):
             make_run(root / f"seed{seed}", name, scores, seed=seed, order_seed=seed + len(name))
             runs.append({"method": name, "seed": seed, "dir": f"seed{seed}/{name}"})
-    manifest = {"name": "pilot", "methods": ["sequential", "m"], "seeds": list(seeds),
+    manifest = {"name": "pilot", "methods": ["sequential", other], "seeds": list(seeds),
                 "runs": runs}  # fmt: skip
     (root / "bench.json").write_text(json.dumps(manifest))
     return root
@@ -103,3 +103,19 @@ def test_size_command(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["size", str(one), "--delta", "3"])
     assert bad.exit_code == 2 and "≥ 2 seeds" in bad.output
     assert CliRunner().invoke(app, ["size", str(root), "--delta", "0"]).exit_code == 2
+
+
+def test_a_pilot_of_the_references_alone_sizes_a_planned_bench(tmp_path: Path) -> None:
+    """The usual first pilot of a stream runs sequential and multitask only: multitask's
+    difference stands in for a method's, and --methods sets Holm's m and the runs planned."""
+    root = _pilot(tmp_path / "refs", (42, 43), other="multitask")
+    out = CliRunner().invoke(app, ["size", str(root), "--delta", "3", "--methods", "9"])
+    assert out.exit_code == 0, out.output
+    assert "9 method(s) against sequential (planned)" in out.output
+    assert "from multitask − sequential" in out.output
+    assert "Holm level 0.00556 (0.05 / 9 methods)" in out.output
+    rows = {r[0]: r for line in out.output.splitlines() if (r := line.split()) and r[0].isdigit()}
+    assert rows["3"][3] == "33" and rows["10"][3] == "110"  # (9 methods + 2 references) × k
+    mine = CliRunner().invoke(app, ["size", str(_pilot(tmp_path / "m", (42, 43))), "--delta",
+                                    "3"])  # fmt: skip
+    assert "from m − sequential" in mine.output and "(planned)" not in mine.output

@@ -227,6 +227,11 @@ def size_command(
     bench: Annotated[Path, typer.Argument(help="a pilot bench directory (≥ 2 seeds)")],
     delta: Annotated[float, typer.Option(help="the difference to resolve, in score points")],
     power: Annotated[float, typer.Option(help="the power to reach")] = 0.8,
+    methods: Annotated[
+        int | None,
+        typer.Option(help="methods the planned bench compares with sequential (default: "
+                     "the pilot's)", min=1),
+    ] = None,
 ) -> None:
     """Seeds × test examples per task that resolve a difference DELTA on the primary score
     against sequential, from a pilot bench's variance components and run times."""
@@ -235,7 +240,7 @@ def size_command(
     with _user_errors():
         if not 0.0 < power < 1.0 or delta <= 0:
             raise ValueError(f"--power must lie in (0, 1) and --delta be > 0, not {power}, {delta}")
-        for line in size_lines(bench, delta, power):
+        for line in size_lines(bench, delta, power, planned=methods):
             typer.echo(line)
 
 

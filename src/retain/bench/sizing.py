@@ -77,24 +77,31 @@ def smallest_n(
     return None
 
 
-def pilot_components(summary: BenchSummary, metric: str = PRIMARY) -> tuple[Components, int]:
+def pilot_components(
+    summary: BenchSummary, metric: str = PRIMARY
+) -> tuple[Components, int, list[str]]:
     """Components pooled (averaged) over the methods' differences against sequential, per
-    unit, and the pilot's examples per task n₀."""
+    unit, the pilot's examples per task n₀, and the methods they came from. A pilot of the
+    references alone (sequential and multitask, the usual first pilot of a stream) gives
+    multitask's difference: a stand-in for a method's, said in the output."""
     n0 = _examples_per_task(summary)
-    found = [
-        d.components
-        for m, diffs in summary.differences.items()
-        if m not in REFERENCES and (d := diffs.get(metric)) is not None and d.components
-    ]
+
+    def components(names: list[str]) -> list[tuple[str, tuple[float, float, float]]]:
+        return [(m, d.components) for m in names
+                if (d := summary.differences.get(m, {}).get(metric)) is not None
+                and d.components]  # fmt: skip
+
+    found = components([m for m in summary.differences if m not in REFERENCES])
+    found = found or components([m for m in summary.differences if m in REFERENCES])
     if not found:
         raise ValueError(
             f"the pilot has no variance components for {metric} against {BASELINE}: it needs "
             "≥ 2 seeds of sequential and of at least one method, scored on the same test "
             "examples (examples.npz)"
         )
-    seed, ex, sx = (sum(c[j] for c in found) / len(found) for j in range(3))
+    seed, ex, sx = (sum(c[j] for _, c in found) / len(found) for j in range(3))
     tasks = len(next(iter(summary.runs.values())).tasks)
-    return Components(max(0.0, seed), ex * n0, sx * n0, tasks), n0
+    return Components(max(0.0, seed), ex * n0, sx * n0, tasks), n0, [m for m, _ in found]
 
 
 def _examples_per_task(summary: BenchSummary) -> int:
@@ -134,20 +141,29 @@ def pilot_cost(summary: BenchSummary) -> RunCost | None:
     return RunCost(sum(times) / len(times), sum(share) / len(share), "CPU" if use_cpu else "wall")
 
 
-def size_lines(root: Path, delta: float, target: float = 0.8, metric: str = PRIMARY) -> list[str]:
-    """What `retain size` prints for the pilot bench at `root`."""
+def size_lines(
+    root: Path,
+    delta: float,
+    target: float = 0.8,
+    metric: str = PRIMARY,
+    planned: int | None = None,
+) -> list[str]:
+    """What `retain size` prints for the pilot bench at `root`; `planned`: the methods the
+    planned bench compares with sequential (Holm's m and the run count), default the pilot's."""
     methods, seeds, runs = load_bench(root)
     if len(seeds) < 2 or len({s for _, s in runs}) < 2:
         raise ValueError(f"{root}: a pilot of ≥ 2 seeds is needed to estimate the seed variance")
     summary = summarise(methods, seeds, runs)
-    comps, n0 = pilot_components(summary, metric)
-    m = max(1, sum(1 for x in methods if x not in REFERENCES))
+    comps, n0, sources = pilot_components(summary, metric)
+    references = sum(1 for x in methods if x in REFERENCES)
+    m = planned if planned is not None else max(1, len(methods) - references)
     alpha = ALPHA / m
     cost = pilot_cost(summary)
     lines = [
         f"pilot {root}: {len(seeds)} seeds, {comps.tasks} tasks × {n0} test examples, "
-        f"{m} method(s) against {BASELINE}",
-        f"variance components of {metric} differences (points²): seed {comps.seed:.3g}, "
+        f"{m} method(s) against {BASELINE}" + (" (planned)" if planned is not None else ""),
+        f"variance components of {metric} differences (points², from "
+        f"{', '.join(s + ' − ' + BASELINE for s in sources)}): seed {comps.seed:.3g}, "
         f"example {comps.example / n0:.3g} and seed×example {comps.interaction / n0:.3g} at "
         f"n = {n0}",
         f"to resolve Δ = {delta:g} points at {target:.0%} power, two-sided, Holm level "
@@ -160,7 +176,7 @@ def size_lines(root: Path, delta: float, target: float = 0.8, metric: str = PRIM
         if n is None:
             lines.append(f"{k:>6}{'unreachable':>15}")
             continue
-        n_runs = len(methods) * k
+        n_runs = (m + references) * k
         row = f"{k:>6}{n:>15}{power(comps, k, n, delta, alpha):>8.2f}{n_runs:>6}"
         if cost:
             row += f"{n_runs * cost.per_run(n, n0) / 3600:>12.1f}"

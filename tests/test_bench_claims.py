@@ -144,3 +144,15 @@ def test_a_bench_scored_both_ways_keeps_each_score_s_tables_in_files(tmp_path: P
         assert f"t, by {score}" in (tmp_path / f"bench.{score}.md").read_text()
     generate, loglik = (scored[s].quality["m"]["ap"].mean for s in ("generate", "loglik"))
     assert generate != pytest.approx(loglik)  # the two files hold different scores
+
+
+def test_the_split_is_shown_only_where_generation_is_the_primary_score() -> None:
+    from retain.bench.two_scores import by_score
+
+    runs = {(m, s): _split_run(m, s, 10 * s + k) for k, m in enumerate(("sequential", "m"))
+            for s in (1, 2)}
+    scored = by_score(["sequential", "m"], [1, 2], runs)
+    generate, loglik = scored["generate"].quality["m"], scored["loglik"].quality["m"]
+    assert generate["bwt_format"] is not None
+    assert loglik["bwt_format"] is None and loglik["bwt_knowledge"] is None
+    assert "bwt: format" not in markdown(scored["loglik"], "t")

@@ -46,9 +46,10 @@ def _parts(g: list[np.ndarray], v: list[np.ndarray], ll: list[np.ndarray | None]
 Chosen = list[tuple[str, list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]]
 
 
-def _chosen(examples: ExampleResults, tasks: Sequence[str]) -> Chosen:
+def _chosen(examples: ExampleResults, tasks: Sequence[str], primary_only: bool = False) -> Chosen:
     """Per task 1..T-1 with a generation score and validity at its own stage i and the last
-    stage T: (name, G at [i, T], V at [i, T], log-likelihood score at [i, T] or None)."""
+    stage T: (name, G at [i, T], V at [i, T], log-likelihood score at [i, T] or None);
+    `primary_only`: only tasks whose primary score is that generation score."""
     last = len(tasks)
     chosen: Chosen = []
     for i, name in enumerate(tasks[:-1], start=1):
@@ -56,6 +57,11 @@ def _chosen(examples: ExampleResults, tasks: Sequence[str]) -> Chosen:
         v = [per_example(examples, name, VALID, s) for s in (i, last)]
         ll = [per_example(examples, name, "loglik", s) for s in (i, last)]
         if any(x is None for x in (*g, *v)):
+            continue
+        if primary_only and not all(
+            np.array_equal(per_example(examples, name, "scores", s), x)
+            for s, x in zip((i, last), g, strict=True)
+        ):
             continue
         chosen.append((name, g, v, ll))  # type: ignore[arg-type]
     return chosen
@@ -71,8 +77,9 @@ def bwt_split_replicates(
     """`bwt_format` and `bwt_knowledge` on each resample of `indices` (from
     `resample_indices`, possibly drawn on another run with the same examples, which pairs the
     runs), as arrays [n_resamples]; `indices` None: the point values, [1]. {} when no task has
-    a generation score with validity (a bench then shows no split)."""
-    chosen = _chosen(examples, tasks)
+    generation as its primary score, with validity: the split explains the primary BWT only
+    (a bench then shows no split, e.g. in its tables by options)."""
+    chosen = _chosen(examples, tasks, primary_only=True)
     if not chosen:
         return {}
 

@@ -166,22 +166,16 @@ def _bench(
     base: dict[str, Any], methods: list[str], seeds: int, overwrite: bool, references: bool
 ) -> None:
     """Plan (every method validated first), run what must run, print and write the comparison."""
-    from retain.bench.aggregate import load_bench, summarise
     from retain.bench.plan import plan_bench
-    from retain.bench.report import write_bench_report
+    from retain.bench.report import bench_summaries, write_bench_report
     from retain.bench.runner import execute
     from retain.bench.table import summary_lines
+    from retain.bench.two_scores import score_lines
 
     plan = plan_bench(base, methods, seeds, references)
     execute(plan, overwrite, echo=typer.echo)
-    names, seed_list, runs = load_bench(plan.root)
-    summary = summarise(names, seed_list, runs)
-    for line in summary_lines(summary):
-        typer.echo(line)
-    from retain.bench.two_scores import by_score, score_lines
-
-    scored = by_score(names, seed_list, runs)
-    for line in score_lines(scored):
+    summary, scored = bench_summaries(plan.root)
+    for line in [*summary_lines(summary), *score_lines(scored)]:
         typer.echo(line)
     out = write_bench_report(summary, plan.root, f"retain bench: {plan.name}", scored)
     typer.echo(f"comparison: {out} (tables: {plan.root / 'bench.md'}, {plan.root / 'bench.csv'})")

@@ -113,13 +113,17 @@ def _html_tables(summary: BenchSummary) -> str:
     return html
 
 
-def render_bench(root: Path) -> Path:
-    """Re-render one bench directory from its runs."""
+def bench_summaries(root: Path) -> tuple[BenchSummary, dict[str, BenchSummary]]:
+    """A bench directory's summary by its primary scores, and by each score its runs carry."""
     methods, seeds, runs = load_bench(root)
     if not runs:
         raise ValueError(f"{root}: no finished run of the bench yet")
-    summary = summarise(methods, seeds, runs)
-    scored = by_score(methods, seeds, runs)
+    return summarise(methods, seeds, runs), by_score(methods, seeds, runs)
+
+
+def render_bench(root: Path) -> Path:
+    """Re-render one bench directory from its runs."""
+    summary, scored = bench_summaries(root)
     return write_bench_report(summary, root, f"retain bench: {Path(root).name}", scored)
 
 

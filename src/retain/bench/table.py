@@ -150,11 +150,14 @@ CSV_COLUMNS = ("method", "kind", "metric", "mean", "low", "high", "n_seeds", "si
                "p", "correction", "seed_sd")  # fmt: skip
 
 
+def _blank(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
 def _csv_row(method: str, kind: str, name: str, est: Estimate) -> list[object]:
-    blank = lambda v: "" if v is None else repr(v)  # noqa: E731
     significant = "" if est.significant is None else str(est.significant).lower()
-    return [method, kind, name, repr(est.mean), blank(est.low), blank(est.high), est.n_seeds,
-            significant, blank(est.p), est.correction or "", blank(est.seed_sd)]  # fmt: skip
+    return [method, kind, name, repr(est.mean), _blank(est.low), _blank(est.high), est.n_seeds,
+            significant, _blank(est.p), est.correction or "", _blank(est.seed_sd)]  # fmt: skip
 
 
 def csv_text(summary: BenchSummary) -> str:

@@ -13,8 +13,9 @@ Hook use: `on_stream_start` builds the replay set, adds its rows to the sample s
 (`task_of` −1) and runs the untouched model over them once (thresholds and the compact state
 cache; under full fine-tuning also the teacher cache); `task_data` adds the rows to every
 task's pool (`concat`); `compose_step` puts exactly k of them into every global batch
-(`per_batch`); `extra_loss` returns `w · L_aux` of the micro-batch's replay rows, which the loop
-weights by their share of the step's rows (`loss_weighting = "general_rows"`).
+(`per_batch`, drawn by `sampler.py`); `extra_loss` returns `w · L_aux` of the micro-batch's
+replay rows, which the loop weights by their share of the step's rows
+(`loss_weighting = "general_rows"`).
 Decision: general replay runs from the first task on (the set needs no finished task).
 Decision: the targets stay those of the base model for the whole stream (docs/methods/gere.md).
 """
@@ -44,6 +45,7 @@ from retain.methods.gere.losses import (
     weighted,
 )
 from retain.methods.gere.replay_set import ReplaySet, build_replay_set
+from retain.methods.gere.sampler import GeneralRowSampler
 from retain.methods.gere.targets import StateCache
 from retain.methods.gere.teacher import TeacherCache, adapter_disabled
 from retain.methods.names import GENERAL_REPLAY_METHODS
@@ -51,7 +53,6 @@ from retain.methods.services import eval_mode
 from retain.models.hidden import unwrap_parallel
 from retain.storage.rundir import WORK_DIR
 
-SAMPLER_SEED_TAG = 0x47455245
 TEACHER_FILE, STATES_FILE = "gere_teacher", "gere_states"  # under the run's WORK_DIR
 """Files in the run directory: the teacher cache (full fine-tuning) and the memory-mapped
 state cache (`general.cache: mmap`)."""
@@ -92,9 +93,7 @@ class GeneralReplayPlugin(Plugin):
         self.cache: StateCache | None = None
         self.teacher: TeacherCache | None = None
         self.teacher_sha = ""
-        self.rng = np.random.default_rng([config.seed, SAMPLER_SEED_TAG])
-        self.perm = np.zeros(0, dtype=np.int64)
-        self.cursor = 0
+        self.sampler = GeneralRowSampler(config.seed)
         self.first_logged = False
         """Set after the first step with replay rows (on every process alike)."""
         self._logged_at = 0  # the step this process last logged (several micro-batches a step)
@@ -223,29 +222,9 @@ class GeneralReplayPlugin(Plugin):
         return self.k
 
     def compose_step(self, ctx: Context, plan: BatchPlan, rows: int) -> BatchPlan:
-        """per_batch: k replay rows, from a permutation reshuffled when used up, inserted at
-        random positions of the step's B − k task rows."""
-        k = rows - len(plan.sample_ids)
-        if k <= 0:
-            return plan
+        """per_batch: k replay rows inserted among the step's B − k task rows (`sampler.py`)."""
         assert self.replay is not None
-        drawn = []
-        while len(drawn) < k:
-            if self.cursor >= len(self.perm):
-                self.perm, self.cursor = self.rng.permutation(len(self.replay.rows)), 0
-            drawn.append(self.store_first + int(self.perm[self.cursor]))
-            self.cursor += 1
-        at = set(int(p) for p in self.rng.choice(rows, size=k, replace=False))
-        ids, flags = iter(plan.sample_ids), iter(plan.is_replay)
-        out_ids, out_flags, replay = [], [], iter(drawn)
-        for position in range(rows):
-            if position in at:
-                out_ids.append(next(replay))
-                out_flags.append(False)  # general rows are told apart by task_of −1
-            else:
-                out_ids.append(next(ids))
-                out_flags.append(next(flags))
-        return BatchPlan(out_ids, out_flags)
+        return self.sampler.compose(plan, rows, len(self.replay.rows), self.store_first)
 
     # ---------------------------------------------------------------- the loss
     def extra_loss(
@@ -364,11 +343,7 @@ class GeneralReplayPlugin(Plugin):
             "method": self.name,
             "loss": self.loss,
             "store_first": self.store_first,
-            "sampler": {
-                "rng": self.rng.bit_generator.state,
-                "perm": self.perm,
-                "cursor": self.cursor,
-            },
+            "sampler": self.sampler.state_dict(),
             "first_logged": self.first_logged,
         }
         if self.replay is not None:
@@ -389,10 +364,7 @@ class GeneralReplayPlugin(Plugin):
             )
         self.store_first = int(state["store_first"])
         self.in_store = False
-        sampler = state["sampler"]
-        self.rng.bit_generator.state = sampler["rng"]
-        self.perm = np.asarray(sampler["perm"], dtype=np.int64)
-        self.cursor = int(sampler["cursor"])
+        self.sampler.load_state_dict(state["sampler"])
         self.first_logged = bool(state["first_logged"])
         self.replay = ReplaySet.from_state(state["set"]) if "set" in state else None
         if "thresholds" in state:

@@ -11,8 +11,9 @@ import pytest
 from retain.eval.crossfit import XFIT_METRICS
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
+from retain.eval.paired_differences import paired_difference
 from retain.eval.seeds import combine_seeds
-from retain.eval.uncertainty import bootstrap_metrics, paired_difference
+from retain.eval.uncertainty import bootstrap_metrics
 from retain.results.report import compare_runs, write_report
 from retain.results.view import higher_is_better, unit
 from retain.storage.examples import ExampleResults

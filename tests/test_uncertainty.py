@@ -6,6 +6,7 @@ import pytest
 from retain.eval.crossfit import PLUGIN_MAX, XFIT_METRICS
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import compute_metrics
+from retain.eval.paired_differences import paired_difference
 from retain.eval.seeds import combine_seeds, noise_note
 from retain.eval.stats import t_quantile
 from retain.eval.uncertainty import (
@@ -14,7 +15,6 @@ from retain.eval.uncertainty import (
 from retain.eval.uncertainty import (
     NOISE_MIN_EXAMPLES,
     bootstrap_metrics,
-    paired_difference,
     point_metrics,
     resample_indices,
 )

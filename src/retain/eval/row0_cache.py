@@ -25,7 +25,7 @@ CODE = ("eval", "data/encoding.py", "data/normalize.py", "models/loading.py")
 """Sources (under the retain package) whose change can change a score of row 0."""
 
 NOT_SCORING = frozenset({"eval/matrix.py", "eval/metrics.py", "eval/seeds.py",
-                         "eval/uncertainty.py"})
+                         "eval/uncertainty.py", "eval/paired_differences.py"})
 """Modules under `eval/` that only read scores (metrics, intervals): editing them
 must not throw away a bench's cached row 0. A new module under `eval/` counts as scoring."""
 

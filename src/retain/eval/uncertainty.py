@@ -1,4 +1,4 @@
-"""Uncertainty on the continual-learning metrics: bootstrap CIs, paired differences, seeds.
+"""Uncertainty on the continual-learning metrics: bootstrap CIs of one run.
 
 One test example moves a task score by 100/n points, so a metric without an interval cannot
 tell a method's effect from noise. Everything here resamples the per-example results of a run
@@ -19,7 +19,8 @@ counterparts (`eval/crossfit.py`, `*_xfit`) are not, and are the headline values
 
 Draws are stratified by task and by half (even / odd example positions) so that the cross-fit
 keeps its split; intervals, from the draws' variances, come from `eval/stats.py`, the one place
-that turns resamples into intervals.
+that turns resamples into intervals; paired differences of two runs are in
+`eval/paired_differences.py`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from retain.eval.crossfit import (
 )
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.metrics import _general_used
-from retain.eval.stats import LEVEL, Estimate, check_level, estimate
+from retain.eval.stats import LEVEL, check_level, estimate
 from retain.storage.examples import PERPLEXITY, ExampleResults
 
 BOOTSTRAP_METRICS: tuple[str, ...] = (
@@ -68,13 +69,6 @@ class Interval(TypedDict):
     low: float | None
     high: float | None
     """None for the papers' max-based plug-ins (`crossfit.PLUGIN_MAX`): biased, no interval."""
-
-
-class Difference(TypedDict):
-    value: float
-    low: float
-    high: float
-    significant: bool
 
 
 # ---- resampling ----
@@ -236,13 +230,15 @@ def batch_metrics(
     return out
 
 
-def _evaluate(
+def evaluate_metrics(
     results: ExampleResults,
     tasks: Sequence[str],
     general: Sequence[str],
     indices: dict[str, np.ndarray] | None,
     batch: int,
 ) -> tuple[dict[str, np.ndarray], int]:
+    """Every defined metric on each resample of `indices` (None: the point values, `batch` 1),
+    and the last stage scored (the stream prefix the metrics cover)."""
     tasks, general = list(tasks), list(general)
     if not tasks:
         raise ValueError("at least one task is needed")
@@ -265,7 +261,7 @@ def metric_replicates(
     """Every defined metric of the run on each resample of `indices` (from `resample_indices`,
     possibly drawn on another run with the same examples: a shared draw pairs runs), as arrays
     [n_resamples] (`ap_per_stage`: [n_resamples, stages]); `indices` None: the point values."""
-    values, _ = _evaluate(results, task_names, general_names, indices, n_resamples)
+    values, _ = evaluate_metrics(results, task_names, general_names, indices, n_resamples)
     return values
 
 
@@ -277,16 +273,17 @@ def point_metrics(
     results: ExampleResults, task_names: Sequence[str], general_names: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The metrics of the plain matrix (None where undefined), equal to `compute_metrics`."""
-    values, n = _evaluate(results, task_names, general_names, None, 1)
+    values, n = evaluate_metrics(results, task_names, general_names, None, 1)
     out: dict[str, Any] = {name: None for name in BOOTSTRAP_METRICS}
     for name, arr in values.items():
-        out[name] = [float(v) for v in arr[0]] if arr.ndim == 2 else _num(arr[0])
+        out[name] = [float(v) for v in arr[0]] if arr.ndim == 2 else finite_or_none(arr[0])
     out["ap_per_stage"] = out.get("ap_per_stage") or []
     out["last_stage"] = n
     return out
 
 
-def _num(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
+    """A metric value for JSON: None where it is undefined (NaN or infinite)."""
     x = float(x)
     return x if math.isfinite(x) else None
 
@@ -314,15 +311,15 @@ def bootstrap_metrics(
     """
     check_level(level)
     names = [*task_names, *general_names]
-    point, _ = _evaluate(results, task_names, general_names, None, 1)
+    point, _ = evaluate_metrics(results, task_names, general_names, None, 1)
     idx = resample_indices(results, names, n_resamples, seed)
-    reps, _ = _evaluate(results, task_names, general_names, idx, n_resamples)
+    reps, _ = evaluate_metrics(results, task_names, general_names, idx, n_resamples)
     strata = resampling_strata(results, names)
     out: dict[str, Any] = {name: None for name in BOOTSTRAP_METRICS}
     for name, value in point.items():
-        if name in PLUGIN_MAX and _num(value[0]) is not None:
+        if name in PLUGIN_MAX and finite_or_none(value[0]) is not None:
             out[name] = Interval(value=float(value[0]), low=None, high=None)
-        elif name != "ap_per_stage" and _num(value[0]) is not None:
+        elif name != "ap_per_stage" and finite_or_none(value[0]) is not None:
             out[name] = _interval(float(value[0]), reps[name], strata, level)
     out["ap_per_stage"] = []
     for t, value in enumerate(point["ap_per_stage"][0] if "ap_per_stage" in point else []):
@@ -330,76 +327,3 @@ def bootstrap_metrics(
             _interval(float(value), reps["ap_per_stage"][:, t], strata, level)
         )
     return out
-
-
-def check_paired(a: ExampleResults, b: ExampleResults, names: Sequence[str]) -> None:
-    """Pairing is only valid over the very same test examples in the same order."""
-    for name in names:
-        na, nb = a.n_examples(name), b.n_examples(name)
-        if na != nb:
-            problem = f"has {na} examples in run A and {nb} in run B"
-        elif na and a.kind(name) != b.kind(name):
-            problem = "is scored differently"
-        elif na and None not in (a.ids(name), b.ids(name)) and a.ids(name) != b.ids(name):
-            problem = "lists different example ids"
-        else:
-            continue
-        raise ValueError(f"cannot pair the runs: {name!r} {problem}")
-
-
-def paired_estimates(
-    results_a: ExampleResults,
-    results_b: ExampleResults,
-    task_names: Sequence[str],
-    general_names: Sequence[str] = (),
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = LEVEL,
-) -> dict[str, Estimate | None]:
-    """Metric differences a − b over the same test examples (one draw shared by both runs),
-    as `stats.Estimate`s with p-values; None where either run lacks the metric."""
-    check_level(level)
-    names = [*task_names, *general_names]
-    check_paired(results_a, results_b, names)
-    pa, na = _evaluate(results_a, task_names, general_names, None, 1)
-    pb, nb = _evaluate(results_b, task_names, general_names, None, 1)
-    if na != nb:
-        raise ValueError(f"cannot pair the runs: run A finished stage {na}, run B stage {nb}")
-    idx = resample_indices(results_a, names, n_resamples, seed)
-    ra, _ = _evaluate(results_a, task_names, general_names, idx, n_resamples)
-    rb, _ = _evaluate(results_b, task_names, general_names, idx, n_resamples)
-    strata = resampling_strata(results_a, names)
-    out: dict[str, Estimate | None] = {name: None for name in BOOTSTRAP_METRICS}
-    for name in pa:
-        if name == "ap_per_stage" or name in PLUGIN_MAX or name not in pb:
-            continue
-        va, vb = _num(pa[name][0]), _num(pb[name][0])
-        if va is None or vb is None:
-            continue
-        out[name] = estimate(
-            [va - vb], [ra[name] - rb[name]], strata=strata, level=level, difference=True
-        )
-    return out
-
-
-def as_difference(est: Estimate | None) -> Difference | None:
-    """The JSON-ready dict of a difference (`significant` as `est` says: raw or adjusted)."""
-    if est is None or est.low is None or est.high is None:
-        return None
-    return Difference(value=est.mean, low=est.low, high=est.high, significant=bool(est.significant))
-
-
-def paired_difference(
-    results_a: ExampleResults,
-    results_b: ExampleResults,
-    task_names: Sequence[str],
-    general_names: Sequence[str] = (),
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = LEVEL,
-) -> dict[str, Difference | None]:
-    """`paired_estimates` as dicts; `significant` when the interval excludes 0 (unadjusted)."""
-    est = paired_estimates(
-        results_a, results_b, task_names, general_names, n_resamples, seed, level
-    )
-    return {name: as_difference(e) for name, e in est.items()}

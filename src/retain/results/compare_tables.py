@@ -8,8 +8,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from retain.eval.paired_differences import Difference
 from retain.eval.stats import ONE_SEED
-from retain.eval.uncertainty import Difference
 from retain.results.html import ci_text, points
 from retain.results.paired import Pairing, SeedGroup
 from retain.results.view import RunView, arrow, direction_text, label, unit

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from retain.eval.crossfit import PLUGIN_MAX
+from retain.eval.paired_differences import Difference, as_difference, paired_estimates
 from retain.eval.seeds import SeedSummary, combine_seeds
 from retain.eval.stats import Estimate, adjust
-from retain.eval.uncertainty import Difference, as_difference, paired_estimates
 from retain.results.pairing import Side, check_pairing
 from retain.results.view import HEADLINE, RATIO_METRICS, RunView, higher_is_better, scale
 from retain.storage.examples import EXAMPLES_FILE

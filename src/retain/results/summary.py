@@ -57,8 +57,8 @@ def summary_lines(
 def _paired_lines(rows: list[tuple[str, dict[str, Any]]], run_dirs: list[Path]) -> list[str]:
     """`run − first run` for each later run, paired over the same test examples."""
     from retain.eval.matrix import ScoreMatrix
+    from retain.eval.paired_differences import paired_estimates
     from retain.eval.stats import adjust
-    from retain.eval.uncertainty import paired_estimates
     from retain.storage.examples import ExampleResults
 
     base_name, base_dir = rows[0][0], run_dirs[0]

@@ -124,7 +124,7 @@ def two_scores_section(run: RunView) -> str:
 
 def two_scores_comparison(runs: Sequence[RunView], labels: Sequence[str]) -> str:
     """Each later run minus the first, per score, by the paired bootstrap over shared examples."""
-    from retain.eval.uncertainty import paired_difference
+    from retain.eval.paired_differences import paired_difference
 
     if len(runs) < 2:
         return ""

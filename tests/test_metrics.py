@@ -342,3 +342,23 @@ def test_general_rows_have_their_own_share():
     cost = cost_summary(records)
     assert cost["general_share"] == pytest.approx(2 / 8)
     assert cost["replayed_share"] == pytest.approx(1 / 8)
+
+
+def test_a_task_timed_short_by_an_older_resume_leaves_its_run_untimed():
+    """A task resumed in mid-way by an older retain logged only what the resumed process spent
+    (task_end seconds below its own steps' seconds): the run's train and CPU time are unknown,
+    not understated. A task timed in full is never flagged."""
+    def log(end_seconds: float) -> list[dict]:
+        steps = [{"type": "step", "step": s, "task": 0, "task_step": s, "tokens": 10,
+                  "samples": 2, "seconds": 4.0} for s in (1, 2, 3)]
+        return [*steps, {"type": "task_end", "task": 0, "seconds": end_seconds,
+                         "cpu_seconds": end_seconds}, {"type": "eval", "stage": 1,
+                                                       "seconds": 1.0, "cpu_seconds": 1.0}]
+
+    whole = cost_summary(log(12.5))
+    assert whole["tasks_timed_short"] == []
+    assert whole["train_seconds"] == 12.5 and whole["cpu_seconds"] == 13.5
+    short = cost_summary(log(4.5))  # resumed after step 2: only step 3 timed
+    assert short["tasks_timed_short"] == [0]
+    assert short["train_seconds"] is None and short["cpu_seconds"] is None
+    assert short["eval_seconds"] == 1.0 and short["optimizer_steps"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from retain.data.streams import load_stream
 from retain.data.task import Example, TaskStream
 from retain.train.loop import run
 from tests.conftest import FinishedRun
+from tests.killing import Crash, crash_at
 from tests.test_engine import tiny_config
 
 SMALL = ("data.num_tasks=2", "train.steps_per_task=2")
@@ -161,3 +163,36 @@ def test_gap_closed_ignores_references_of_another_seed(tmp_path: Path) -> None:
     note = metrics["gap_closed_note"]
     assert "sequential reference" in note and "multitask reference" in note
     assert "seed: 1 → 42" in note
+
+
+def test_a_task_resumed_in_mid_way_counts_the_time_it_spent_before_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's cost record after a crash and resume: its seconds and CPU seconds are those of
+    the whole task (steps before the checkpoint included), not only the resumed process's.
+    A fake clock moves 10 s per optimizer step, so the expected values are exact."""
+    from retain.train import loop
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(time, "process_time", lambda: clock[0])
+    real_step = loop.train_step
+
+    def ten_seconds_a_step(*args, **kwargs):
+        clock[0] += 10.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", ten_seconds_a_step)
+    cfg = tiny_config(tmp_path, "name=clock", "data.num_tasks=2", "train.steps_per_task=8",
+                      "train.checkpoint_every=2")
+    with crash_at(1, 6), pytest.raises(Crash):  # task 2 dies after 6 steps, saved at step 4
+        run(cfg)
+    result = run(cfg)  # task 2 again from step 4: 4 more steps
+    assert result.resumed
+    log = (result.run_dir / "log.jsonl").read_text().splitlines()
+    ends = [r for r in map(json.loads, log) if r["type"] == "task_end"]
+    assert [(r["task"], r["seconds"], r["cpu_seconds"]) for r in ends] == [
+        (0, 80.0, 80.0), (1, 80.0, 80.0)
+    ]
+    cost = json.loads((result.run_dir / "metrics.json").read_text())["cost"]
+    assert cost["tasks_timed_short"] == [] and cost["train_seconds"] == 160.0

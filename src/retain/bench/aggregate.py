@@ -26,11 +26,12 @@ from retain.bench.claims import ClaimResult, judge_claims, paper_claims
 from retain.bench.plan import REFERENCES, read_manifest
 from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.matrix import ScoreMatrix
-from retain.eval.metrics import general_share
+from retain.eval.metrics import cost_summary, general_share
 from retain.eval.stats import LEVEL, Estimate, adjust, estimate
 from retain.eval.uncertainty import metric_replicates, resample_indices, resampling_strata
 from retain.results.format_split import SPLIT_METRICS, bwt_split_replicates
 from retain.storage.examples import ExampleResults
+from retain.storage.files import read_log
 
 QUALITY: tuple[str, ...] = (
     "ap", "bwt", "bwt_format", "bwt_knowledge", "forgetting_max_xfit", "forgetting_max", "fwt",
@@ -86,7 +87,8 @@ class BenchSummary:
 
 
 def load_run(method: str, seed: int, run_dir: Path) -> SeedRun | None:
-    """A run with its score matrix and per-example results; None when it has not finished."""
+    """A run with its score matrix, per-example results and cost; None when it has not
+    finished."""
     import json
 
     try:
@@ -94,6 +96,9 @@ def load_run(method: str, seed: int, run_dir: Path) -> SeedRun | None:
         matrix = ScoreMatrix.from_csv(run_dir / "scores.csv")
     except (OSError, ValueError):
         return None
+    log = run_dir / "log.jsonl"
+    if log.exists():  # cost from the log by today's rules (metrics.json's is as of the run)
+        metrics["cost"] = cost_summary(read_log(log))
     examples = ExampleResults.load(run_dir) if (run_dir / "examples.npz").exists() else None
     return SeedRun(
         method, seed, run_dir, list(matrix.tasks), list(matrix.general), examples, metrics, matrix

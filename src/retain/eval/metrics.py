@@ -171,6 +171,7 @@ COST_NAMES: tuple[str, ...] = (
     "eval_seconds",
     "cpu_seconds",
     "seconds_per_task",
+    "tasks_timed_short",
 )
 
 
@@ -223,6 +224,7 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
     replayed = counted("replayed_rows", "replayed")
     seconds_per_task = [_num(r.get("seconds")) for r in task_ends.values()]
     peaks = [float(r["peak_memory_mb"]) for r in task_ends.values() if r.get("peak_memory_mb")]
+    short = timed_short(task_ends, step_recs)
     cost = {
         "optimizer_steps": int(max(numbered)) if numbered else len(step_recs),
         "train_tokens": int(tokens),
@@ -233,16 +235,33 @@ def cost_summary(log_records: list[dict[str, Any]]) -> dict[str, Any]:
         "replay_events": events,
         "extra_forward_passes": int(counters.get("extra_forward_passes", 0)),
         "peak_memory_mb": max(peaks) if peaks else None,
-        "train_seconds": sum(seconds_per_task) if task_ends else step_seconds,
+        "train_seconds": None if short else (
+            sum(seconds_per_task) if task_ends else step_seconds
+        ),
         "eval_seconds": total(evals.values(), "seconds"),
-        "cpu_seconds": _cpu_seconds(
+        "cpu_seconds": None if short else _cpu_seconds(
             [*task_ends.values(), *(e for e in evals.values() if e.get("stage") != 0)]
         ),
         "seconds_per_task": seconds_per_task,
+        "tasks_timed_short": short,
         "counters": {k: _plain(v) for k, v in counters.items()},
     }
     cost["general_share"] = general_share(cost)
     return cost
+
+
+def timed_short(task_ends: dict[Any, dict[str, Any]], steps: list[dict[str, Any]]) -> list[Any]:
+    """Tasks whose `task_end` seconds fall short of their own steps' logged seconds: resumed in
+    mid-way by a retain before 2026-12-08, which timed only what the resumed process spent
+    (now a checkpoint keeps the time spent before it). Their run's training time and CPU time
+    are unknown (None), not understated."""
+    logged: dict[Any, float] = {}
+    for rec in steps:
+        logged[rec.get("task")] = logged.get(rec.get("task"), 0.0) + _num(rec.get("seconds"))
+    return [
+        t for t, rec in task_ends.items()
+        if t in logged and _num(rec.get("seconds")) + 1e-3 < logged[t]
+    ]
 
 
 def _cpu_seconds(records: list[dict[str, Any]]) -> float | None:

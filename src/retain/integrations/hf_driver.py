@@ -35,6 +35,7 @@ from retain.storage.trackers import flat_numbers
 from retain.train.batches import StepPlan, StepPlanner
 from retain.train.checkpoint import rng_state, set_rng_state
 from retain.train.loop import ContinualTrainer
+from retain.train.records import TaskClock
 from retain.train.resume import restore_rng
 from retain.train.step import LossScales, end_step, micro_batch_loss
 
@@ -141,7 +142,7 @@ class TrainerDriven(ContinualTrainer):
         self.task_run = TaskRun(
             t, steps, self.planner_for(t, pool), parts.plugins_with("extra_loss"), rng_state()
         )
-        task_start, task_cpu = time.perf_counter(), time.process_time()
+        self.task_clock = TaskClock(self.state.task_spent if resume_state is not None else None)
         hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         set_rng_state(self.task_run.rng)  # the last step's end, for retain's evaluation row
         if ctx.task_step != steps:
@@ -151,7 +152,7 @@ class TrainerDriven(ContinualTrainer):
                 "steps"
             )
         self.task_run = None
-        self.end_task(t, steps, task_start, task_cpu)
+        self.end_task(t, steps)
 
     def train_dataloader(self) -> DataLoader:
         """Row slots for exactly the task's steps × accumulation micro-batches per process."""

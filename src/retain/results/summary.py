@@ -32,13 +32,15 @@ def summary_lines(
     lines = [f"{'method':<20}{head}{'la':>8}{'gap':>8}{'time':>8}"]
     for name, metrics in rows:
         cost = metrics.get("cost", {})
-        seconds = cost.get("train_seconds", 0.0) + cost.get("eval_seconds", 0.0)
+        parts = (cost.get("train_seconds", 0.0), cost.get("eval_seconds", 0.0))
+        seconds = sum(parts) if None not in parts else None
         gap = metrics.get("gap_closed")
         la = metrics.get("la")
         lines.append(
             f"{name:<20}{''.join(_with_ci(metrics, k) for k, _ in HEADLINE)}"
             f"{la if la is None else f'{la:8.2f}':>8}"
-            f"{'—' if gap is None else f'{gap:.2f}':>8}{seconds:7.0f}s"
+            f"{'—' if gap is None else f'{gap:.2f}':>8}"
+            f"{'—' if seconds is None else f'{seconds:7.0f}s':>8}"
         )
     lines.append(f"(95 % intervals {ONE_SEED} in brackets; forget (x-fit): cross-fitted "
                  "forgetting_max, the papers' plug-in is biased upward at small n)")

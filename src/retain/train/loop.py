@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from retain.train.distributed import plugin_state_digests
 from retain.train.evaluation import evaluate_stage, export_adapter
 from retain.train.optim import new_optimizer
 from retain.train.outcome import final_metrics
-from retain.train.records import task_end_record
+from retain.train.records import TaskClock, task_end_record
 from retain.train.resume import load_resume_state, restore_rng, save_state, write_fingerprint
 from retain.train.state import Position, RunState
 from retain.train.step import TaskTraining, train_step
@@ -70,6 +69,8 @@ class ContinualTrainer:
         self.optimizer: Any = None
         self.scheduler: Any = None
         """The current task's (fresh per task), saved with a checkpoint taken mid-task."""
+        self.task_clock = TaskClock()
+        """The current task's time, kept by a checkpoint taken mid-task."""
 
     # ----------------------------------------------------------------- set-up helpers
     def reserved_rows(self) -> int:
@@ -90,6 +91,7 @@ class ContinualTrainer:
     # ----------------------------------------------------------------- checkpoints
     # What a checkpoint holds and when a resume is refused: train/resume.py.
     def save(self, task: int, step: int, phase: str) -> None:
+        self.state.task_spent = self.task_clock.spent() if phase == "train" else {}
         save_state(
             self.parts, self.state, Position(task, step, phase), self.optimizer, self.scheduler
         )
@@ -125,7 +127,7 @@ class ContinualTrainer:
             self.reserved_rows(),
         )
 
-    def end_task(self, t: int, steps: int, task_start: float, task_cpu: float) -> None:
+    def end_task(self, t: int, steps: int) -> None:
         """`on_task_end`, the ranks' plugin digests and the task's cost record."""
         parts = self.parts
         task, ctx = parts.stream.tasks[t], parts.ctx
@@ -137,7 +139,7 @@ class ContinualTrainer:
             parts.log.write({"type": "rank_state", "task": t, "plugin_digests": digests})
             if len(set(digests)) != 1:
                 raise RuntimeError(f"plugin states differ across ranks after task {task.name}")
-        task_end_record(parts, t, steps, task_start, task_cpu)
+        task_end_record(parts, t, steps, self.task_clock)
 
     def train_task(self, t: int, start_step: int, resume_state: dict[str, Any] | None) -> None:
         """Task `t` from `start_step`; `resume_state`: the checkpoint it was saved in mid-way."""
@@ -158,7 +160,7 @@ class ContinualTrainer:
             self.optimizer, self.scheduler,
         )
         parts.model.train()
-        task_start, task_cpu = time.perf_counter(), time.process_time()
+        self.task_clock = TaskClock(self.state.task_spent if resume_state is not None else None)
         bar = progress(
             steps, f"task {t + 1}/{len(parts.stream)} {task.name}", tc.progress, start_step
         )
@@ -172,7 +174,7 @@ class ContinualTrainer:
             if every and done % every == 0 and done < steps:
                 self.save(t, done, "train")
         bar.close()
-        self.end_task(t, steps, task_start, task_cpu)
+        self.end_task(t, steps)
 
     def run(self) -> RunResult:
         parts = self.parts

@@ -51,9 +51,25 @@ def step_record(
     return float(loss_value)
 
 
-def task_end_record(
-    parts: Components, t: int, steps: int, task_start: float, task_cpu: float
-) -> None:
+class TaskClock:
+    """A task's wall-clock and CPU time (this process, all threads), counting what it had spent
+    up to its checkpoint when it was resumed in mid-way: a task's cost is what an uninterrupted
+    run would spend, not what the last process spent."""
+
+    def __init__(self, spent: dict[str, float] | None = None) -> None:
+        spent = spent or {}
+        self.wall_start = time.perf_counter() - float(spent.get("seconds", 0.0))
+        self.cpu_start = time.process_time() - float(spent.get("cpu_seconds", 0.0))
+
+    def spent(self) -> dict[str, float]:
+        """Seconds and CPU seconds so far (what a mid-task checkpoint keeps)."""
+        return {
+            "seconds": time.perf_counter() - self.wall_start,
+            "cpu_seconds": time.process_time() - self.cpu_start,
+        }
+
+
+def task_end_record(parts: Components, t: int, steps: int, clock: TaskClock) -> None:
     """Write the task's cost record: time, this process's CPU time (all threads), peak memory
     and the run's counters so far."""
     parts.log.write(
@@ -62,8 +78,7 @@ def task_end_record(
             "task": t,
             "name": parts.stream.tasks[t].name,
             "steps": steps,
-            "seconds": time.perf_counter() - task_start,
-            "cpu_seconds": time.process_time() - task_cpu,
+            **clock.spent(),
             "peak_memory_mb": peak_memory_mb(parts.device),
             "peak_memory_scope": parts.peak_memory_scope,
             "counters": dict(parts.ctx.counters),

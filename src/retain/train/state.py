@@ -27,7 +27,8 @@ PHASES = ("train", "done")
 """`train`: saved within a task (its optimizer comes along); `done`: after a task's row."""
 
 REQUIRED = ("position", "global_step", "matrix", "counters", "log_offset", "examples")
-"""Keys every checkpoint of this format holds; `ties` and `fingerprint` came later."""
+"""Keys every checkpoint of this format holds; `ties`, `fingerprint` and `task_spent` came
+later."""
 
 
 class StateFormatError(ValueError):
@@ -78,6 +79,10 @@ class RunState:
     """The data fingerprint of the encoded stream the results belong to (results/fingerprint)."""
     log_offset: int = 0
     """The byte length of `log.jsonl` when the state was saved; a resume cuts the log there."""
+    task_spent: dict[str, float] = field(default_factory=dict)
+    """Mid-task (`train`): the `seconds` and `cpu_seconds` the task had spent up to the
+    checkpoint, which a resumed task adds to its cost record (else a task interrupted in
+    mid-way would record only what it spent after the resume)."""
 
     @classmethod
     def fresh(cls, stream: TaskStream, general: list[str], ev: EvalConfig) -> RunState:
@@ -110,12 +115,14 @@ class RunState:
             "examples": self.examples.to_dict(),
             "ties": {task: dict(stages) for task, stages in self.ties.items()},
             "fingerprint": self.fingerprint,
+            "task_spent": dict(self.task_spent),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RunState:
         """Inverse of `to_state`; reads every checkpoint written since fingerprints exist (older
-        ones lack `ties`). A missing or malformed field raises `StateFormatError` naming it."""
+        ones lack `ties` and `task_spent`). A missing or malformed field raises
+        `StateFormatError` naming it."""
         missing = [key for key in REQUIRED if key not in state]
         if missing:
             raise StateFormatError(f"the run state lacks {', '.join(map(repr, missing))}")
@@ -137,4 +144,5 @@ class RunState:
             position=Position.from_state(state["position"]),
             fingerprint=fingerprint if isinstance(fingerprint, dict) else None,
             log_offset=int(state["log_offset"]),
+            task_spent={k: float(v) for k, v in (state.get("task_spent") or {}).items()},
         )

@@ -4,6 +4,7 @@ gap_closed, and the written tables."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -15,8 +16,10 @@ from typer.testing import CliRunner
 from retain.bench.aggregate import SeedRun, load_bench, summarise
 from retain.bench.figures import cost_figure
 from retain.bench.plan import base_config, plan_bench
+from retain.bench.table import csv_text, estimate_text, markdown
 from retain.cli import app
 from retain.eval.matrix import ScoreMatrix
+from retain.eval.paired_differences import paired_difference
 from retain.eval.stats import t_quantile
 from retain.eval.uncertainty import bootstrap_metrics, point_metrics
 from retain.storage.examples import ExampleResults
@@ -102,6 +105,37 @@ def test_gap_closed_and_paired_differences_on_crafted_matrices() -> None:
     assert equal.quality["m"]["gap_closed"] is None
     assert any("no resolved gap" in note for note in equal.notes)
     assert not any("no resolved gap" in note for note in summary.notes)  # multitask +50, exact
+
+
+def test_each_seed_s_difference_is_the_paired_difference_over_its_own_test_examples() -> None:
+    """The per-seed table: method − sequential on one seed, with that seed's example interval
+    (the interval a one-seed comparison gives), in the Markdown and the CSV; none for one seed."""
+    rng = np.random.default_rng(1)
+
+    def noisy(method: str, seed: int, p: float) -> SeedRun:
+        cells = {(t, i): list((rng.random(60) < (p if t >= i + 1 else 0.1)).astype(float))
+                 for t in range(3) for i in range(2)}
+        return crafted(method, seed, cells, TASKS)
+
+    runs = {(m, s): noisy(m, s, p) for s in (42, 43)
+            for m, p in (("sequential", 0.5), ("m", 0.9 if s == 42 else 0.5))}
+    summary = summarise(["sequential", "m"], [42, 43], runs, n_resamples=2000, seed=4)
+    for s in (42, 43):
+        est = summary.seed_differences["m"][s]["ap"]
+        a, b = runs[("m", s)], runs[("sequential", s)]
+        assert est.mean == pytest.approx(a.metrics["ap"] - b.metrics["ap"])
+        own = paired_difference(a.examples, b.examples, TASKS, n_resamples=2000, seed=9)["ap"]
+        assert est.high - est.low == pytest.approx(own["high"] - own["low"], rel=0.1)
+        assert est.n_seeds == 1
+    assert summary.seed_differences["m"][42]["ap"].significant  # about +40 points
+    text, rows = markdown(summary, "t"), list(csv.DictReader(io.StringIO(csv_text(summary))))
+    assert "Per seed: paired difference against sequential" in text
+    assert "| m | " + estimate_text(summary.seed_differences["m"][42]["ap"], "ap", True) in text
+    kinds = {(r["method"], r["kind"], r["metric"]) for r in rows}
+    assert ("m", "difference_vs_sequential:seed43", "bwt") in kinds
+    one = summarise(["sequential", "m"], [42], {k: v for k, v in runs.items() if k[1] == 42},
+                    n_resamples=50)
+    assert one.seed_differences == {} and "Per seed" not in markdown(one, "t")
 
 
 def test_cost_figure_plots_ap_when_multitask_did_not_beat_sequential() -> None:

@@ -53,6 +53,8 @@ same in CPU time (comparable also when other jobs shared the machine)."""
 
 BASELINE = "sequential"
 PRIMARY = "ap"
+SEED_DIFFERENCES = ("ap", "bwt")
+"""Metrics whose difference against sequential the bench also gives seed by seed."""
 N_RESAMPLES = 1000
 
 __all__ = ["BASELINE", "COST", "LEVEL", "PRIMARY", "QUALITY", "Estimate", "summarise"]
@@ -81,6 +83,12 @@ class BenchSummary:
     differences: dict[str, dict[str, Estimate | None]] = field(default_factory=dict)
     cost: dict[str, dict[str, Estimate | None]] = field(default_factory=dict)
     per_seed: dict[str, dict[int, dict[str, float | None]]] = field(default_factory=dict)
+    seed_differences: dict[str, dict[int, dict[str, Estimate | None]]] = field(
+        default_factory=dict
+    )
+    """method − sequential on each seed alone, over its test examples (conditional on that
+    seed, unadjusted): with few seeds the interval over seeds has few degrees of freedom, and
+    these show whether an effect keeps its sign from seed to seed."""
     claims: list[ClaimResult] = field(default_factory=list)
     """The papers' orderings this bench can test (`bench/claims.py`)."""
     notes: list[str] = field(default_factory=list)
@@ -237,6 +245,11 @@ def summarise(
             n: _seed_only([v for r in mine if (v := _cost(r, n)) is not None]) for n in COST
         }
         if method != BASELINE:
+            if len(seeds) > 1:
+                out.seed_differences[method] = {
+                    r.seed: {n: _difference([r], n, runs, draws) for n in SEED_DIFFERENCES}
+                    for r in mine
+                }
             out.differences[method] = {
                 n: _difference(mine, n, runs, draws)
                 for n in QUALITY

@@ -22,12 +22,14 @@ from retain.bench.table import (
     CLAIM_HEAD,
     CLAIMS_CAPTION,
     LABELS,
+    SEED_CAPTION,
     claim_rows,
     csv_text,
     difference_caption,
     estimate_text,
     interval_caption,
     markdown,
+    seed_difference_table,
     seed_sd_text,
 )
 from retain.bench.two_scores import by_score
@@ -102,6 +104,11 @@ def _html_tables(summary: BenchSummary) -> str:
         html += (f"<h2>Paired difference against {BASELINE}</h2>"
                  f"<p>{e(difference_caption())}</p>"
                  + table(["method", *(e(LABELS.get(n, n)) for n in diffs)], rows))
+    head, rows = seed_difference_table(summary)
+    if rows:
+        html += (f"<h2>Per seed: paired difference against {BASELINE}</h2>"
+                 f"<p>{e(SEED_CAPTION)}</p>"
+                 + table([e(h) for h in head], [[e(c) for c in row] for row in rows]))
     cost = [n for n in COST if any(summary.cost[m].get(n) for m in summary.methods)]
     if cost:
         rows = [[e(m), *(e(estimate_text(summary.cost[m].get(n), n)) for n in cost)]

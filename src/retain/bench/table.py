@@ -5,7 +5,8 @@ with one seed over test examples conditional on that seed: `stats.scope_text`), 
 plug-in `forgetting_max` as a point value beside its cross-fit, the seed standard deviation
 the bench found, then the paired difference against `sequential` with `*` where it is
 significant after multiplicity control (Holm for `ap`, Benjamini–Hochberg for the rest), then
-the cost. The CSV holds the same numbers in long form, one line per method, metric and kind.
+the per-seed differences, then the cost. The CSV holds the same numbers in long form, one line
+per method, metric and kind.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import csv
 import io
 from collections.abc import Sequence
 
-from retain.bench.aggregate import BASELINE, COST, PRIMARY, QUALITY, BenchSummary, Estimate
+from retain.bench.aggregate import (
+    BASELINE,
+    COST,
+    PRIMARY,
+    QUALITY,
+    SEED_DIFFERENCES,
+    BenchSummary,
+    Estimate,
+)
 from retain.eval.stats import scope_text
 from retain.results.view import arrow
 
@@ -112,6 +121,7 @@ def markdown(summary: BenchSummary, title: str) -> str:
         rows = [[m, *(estimate_text(summary.differences[m].get(n), n, signed=True)
                       for n in diffs)] for m in summary.differences]
         lines += _md_table(["method", *(LABELS.get(n, n) for n in diffs)], rows)
+    lines += seed_difference_lines(summary)
     cost = _shown(summary, COST, "cost")
     if cost:
         lines += ["", "Cost per run (mean and t-interval over seeds).", ""]
@@ -123,6 +133,31 @@ def markdown(summary: BenchSummary, title: str) -> str:
         lines += _md_table(CLAIM_HEAD, claim_rows(summary))
     lines += ["", *(f"Note: {note}" for note in summary.notes)] if summary.notes else []
     return "\n".join(lines) + "\n"
+
+
+SEED_CAPTION = (
+    f"Per seed: paired difference against {BASELINE} on each seed alone (95 % interval over "
+    "that seed's test examples, conditional on the seed; `*`: the interval excludes 0, "
+    "unadjusted): whether an effect keeps its sign from seed to seed, which the interval over "
+    "seeds cannot show with few seeds."
+)
+
+
+def seed_difference_table(summary: BenchSummary) -> tuple[list[str], list[list[str]]]:
+    """Head and rows of the per-seed table (no rows for a one-seed bench: its differences are
+    per seed already)."""
+    head, cells = ["method"], []
+    for name in SEED_DIFFERENCES:
+        head += [f"{name}, seed {s}" for s in summary.seeds]
+        cells += [(name, s) for s in summary.seeds]
+    rows = [[m, *(estimate_text(per.get(s, {}).get(n), n, signed=True) for n, s in cells)]
+            for m, per in summary.seed_differences.items()]
+    return head, rows
+
+
+def seed_difference_lines(summary: BenchSummary) -> list[str]:
+    head, rows = seed_difference_table(summary)
+    return ["", SEED_CAPTION, "", *_md_table(head, rows)] if rows else []
 
 
 CLAIMS_CAPTION = (
@@ -168,6 +203,10 @@ def csv_text(summary: BenchSummary) -> str:
         label = "difference_vs_sequential" if kind == "differences" else kind
         for method, values in getattr(summary, kind).items():
             writer.writerows(_csv_row(method, label, name, est)
+                             for name, est in values.items() if est is not None)  # fmt: skip
+    for method, per in summary.seed_differences.items():
+        for seed, values in per.items():
+            writer.writerows(_csv_row(method, f"difference_vs_sequential:seed{seed}", name, est)
                              for name, est in values.items() if est is not None)  # fmt: skip
     for result in summary.claims:  # the papers' orderings: the claim in the method column
         if result.difference is not None:

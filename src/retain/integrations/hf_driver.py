@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from retain.config import RunConfig
-from retain.data.encoding import Batch, collate
+from retain.data.encoding import Batch
 from retain.data.task import TaskStream, task_lr
 from retain.methods.base import Plugin, StepOutputs
 from retain.storage.trackers import flat_numbers
@@ -37,7 +37,7 @@ from retain.train.checkpoint import rng_state, set_rng_state
 from retain.train.loop import ContinualTrainer
 from retain.train.records import TaskClock
 from retain.train.resume import restore_rng
-from retain.train.step import LossScales, end_step, micro_batch_loss
+from retain.train.step import LossScales, end_step, micro_batch_loss, planned_step
 
 ROWS_KEY = "retain_rows"
 """The key of the placeholder batches retain's data loader gives the Trainer."""
@@ -169,14 +169,11 @@ class TrainerDriven(ContinualTrainer):
         """The next micro-batch's share of retain's step loss (planned on the first one)."""
         run, parts = self.task_run, self.parts
         assert run is not None, "retain's compute_loss runs inside a task"
-        world, rank = parts.accelerator.num_processes, parts.accelerator.process_index
         if run.plan is None:
             run.step_start = time.perf_counter()
             set_rng_state(run.rng)  # see TaskRun.rng
-            run.plan = run.planner.plan(parts.ctx.task_step)
-            local = run.plan.local(rank, world)
-            run.batches = [collate(parts.store, p, parts.pad_id) for p in local]
-            run.scales = LossScales.of(run.plan, world)
+            step = parts.ctx.task_step
+            run.plan, run.batches, run.scales = planned_step(parts, run.planner, step)
             run.micro, run.losses = [], {}
         m = len(run.micro)
         if m >= len(run.batches):

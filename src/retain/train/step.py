@@ -63,11 +63,8 @@ def train_step(parts: Components, state: RunState, run: TaskTraining, step: int)
     rank's gradients, refuse a non-finite step, clip, update, then the end of the step (counters,
     `after_step`, the log record). Returns the logged loss, or None on a step not logged."""
     accelerator, tc = parts.accelerator, parts.config.train
-    world, rank = accelerator.num_processes, accelerator.process_index
     step_start = time.perf_counter()
-    plan = run.planner.plan(step)  # the same global order on every rank (train/batches.py)
-    batches = [collate(parts.store, p, parts.pad_id) for p in plan.local(rank, world)]
-    scales = LossScales.of(plan, world)
+    plan, batches, scales = planned_step(parts, run.planner, step)
     step_losses, micro = accumulate_gradients(parts, batches, scales, run.lossers)
     fsdp.sync_replicated_grads(parts.model)  # sharded runs only
     stop_if_non_finite(parts, step_losses, run.task, run.lr)
@@ -78,6 +75,18 @@ def train_step(parts: Components, state: RunState, run: TaskTraining, step: int)
     run.optimizer.zero_grad(set_to_none=True)
     lr = run.scheduler.get_last_lr()[0]
     return end_step(parts, state, run.task, run.steps, plan, micro, step_losses, step_start, lr)
+
+
+def planned_step(
+    parts: Components, planner: StepPlanner, step: int
+) -> tuple[StepPlan, list[Batch], LossScales]:
+    """The step's global plan (the same on every rank, train/batches.py), this rank's
+    micro-batches and their loss scales: how every step starts, under retain's loop or a
+    user's Trainer."""
+    world, rank = parts.accelerator.num_processes, parts.accelerator.process_index
+    plan = planner.plan(step)
+    batches = [collate(parts.store, p, parts.pad_id) for p in plan.local(rank, world)]
+    return plan, batches, LossScales.of(plan, world)
 
 
 @dataclass(frozen=True)

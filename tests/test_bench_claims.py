@@ -4,6 +4,7 @@ knowledge per method, and each paper's declared ordering judged by paired differ
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from retain.bench.aggregate import SeedRun, summarise
-from retain.bench.claims import judge_claims, paper_claims, verdict
+from retain.bench.claims import judge_claims, paper_claims, stand_ins, verdict
 from retain.bench.table import csv_text, markdown, summary_lines
+from retain.config import dump_config, load_config
 from retain.eval.matrix import ScoreMatrix
 from retain.eval.stats import Estimate
 from retain.eval.uncertainty import point_metrics
@@ -125,6 +127,40 @@ def test_a_bench_tests_a_paper_s_ordering_on_paired_runs() -> None:
         ("mssr > fixed", 0.0, "false"), ("fixed > sequential", 25.0, "true")]
     assert any("fixed > sequential +25.00" in line for line in summary_lines(summary))
     assert "| MSSR | fixed > sequential |" in markdown(summary, "t")
+
+
+def test_seq_lora_without_its_mlp_is_read_from_sequential_and_said_so(tmp_path: Path) -> None:
+    """ProCL's claims name `seq_lora`, which without the adapter MLP is `sequential`'s run: a
+    bench that ran `sequential` (LoRA) judges them on its rows, and the claim says so. With the
+    MLP, under full fine-tuning or without `sequential`, nothing stands in."""
+    lora = load_config(None, ["model.finetune=lora"])
+    assert stand_ins(["sequential", "procl"], lora) == {"seq_lora": "sequential"}
+    mlp = load_config(None, ["model.finetune=lora", "procl.adapter_mlp=true"])
+    assert stand_ins(["sequential", "procl"], mlp) == {}
+    assert stand_ins(["sequential", "procl"], load_config(None, ["model.finetune=full"])) == {}
+    assert stand_ins(["procl"], lora) == {}
+    assert stand_ins(["sequential", "seq_lora"], lora) == {}  # run itself: its own rows
+
+    seq = full_cells([[0, 0], [1, 0], [0, 1]])  # ap 50
+    runs = {}
+    for seed in (1, 2):
+        runs[("sequential", seed)] = crafted("sequential", seed, seq, TASKS)
+        runs[("procl", seed)] = crafted("procl", seed, full_cells([[0, 0], [1, 0], [0.5, 1]]),
+                                        TASKS)  # ap 75
+    folder = tmp_path / "seed1" / "sequential"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_config(lora))
+    runs[("sequential", 1)] = dataclasses.replace(runs[("sequential", 1)], dir=folder)
+    summary = summarise(["sequential", "procl"], [1, 2], runs, n_resamples=50)
+    found = {r.claim.text: r for r in summary.claims}
+    assert set(found) == {"procl > seq_lora"}  # olora did not run: its claims are not shown
+    result = found["procl > seq_lora"]
+    assert result.difference.mean == pytest.approx(25.0) and result.verdict == "reproduced"
+    assert result.text == "procl > seq_lora (seq_lora = sequential: the same run here)"
+    assert f"| ProCL | {result.text} |" in markdown(summary, "t")
+    without = summarise(["sequential", "procl"], [1, 2],
+                        {**runs, ("sequential", 1): crafted("sequential", 1, seq, TASKS)}, 50)
+    assert without.claims == []  # no readable setting: nothing is assumed
 
 
 def test_a_bench_scored_both_ways_keeps_each_score_s_tables_in_files(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from retain.bench.claims import ClaimResult, judge_claims, paper_claims
+from retain.bench.claims import ClaimResult, judge_claims, paper_claims, stand_ins
 from retain.bench.plan import REFERENCES, read_manifest
 from retain.eval.crossfit import PLUGIN_MAX
 from retain.eval.matrix import ScoreMatrix
@@ -261,7 +261,8 @@ def summarise(
         mine = [runs[(better, s)] for s in seeds if (better, s) in runs]
         return _difference(mine, PRIMARY, runs, draws, baseline=worse)
 
-    out.claims = judge_claims(paper_claims(methods), claim_difference)
+    read_as = stand_ins(methods, _setting(runs))
+    out.claims = judge_claims(paper_claims(methods, read_as), claim_difference, read_as=read_as)
     gain = out.differences.get("multitask", {}).get("ap")
     if not gap_resolved(out) and gain is not None:
         text = f"{gain.mean:+.2f}"
@@ -272,6 +273,20 @@ def summarise(
             "close, so gap_closed is not meaningful on this bench"
         )
     return out
+
+
+def _setting(runs: dict[tuple[str, int], SeedRun]) -> Any:
+    """The bench's setting, as `sequential`'s first run recorded it (None where unreadable)."""
+    from retain.config import load_config
+    from retain.config_base import ConfigError
+
+    first = next((r for (m, _), r in sorted(runs.items()) if m == BASELINE), None)
+    if first is None or not (first.dir / "config.yaml").exists():
+        return None
+    try:
+        return load_config(first.dir / "config.yaml")
+    except (ConfigError, ValueError):
+        return None
 
 
 def gap_resolved(summary: BenchSummary) -> bool:

@@ -10,15 +10,25 @@ family, Holm-adjusted together. Verdicts:
   significant and negative, else *unresolved* (the bench cannot tell the two apart);
 - `≈`: *differ* when significant, else *no difference resolved* (an interval containing 0 is
   not evidence of equality; it may only be too wide).
+
+A side the bench did not run is read from `sequential` where, under the bench's setting, it
+is no method at all (`MethodSpec.plain_when`: `seq_lora` without the adapter MLP is the same
+run as `sequential`); the claim then says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from retain.eval.stats import ADJUST, ALPHA, Estimate
 from retain.methods.spec import PaperClaim
+
+if TYPE_CHECKING:
+    from retain.config_sections import CoreConfig
+
+SEQUENTIAL = "sequential"
 
 
 @dataclass(frozen=True)
@@ -27,13 +37,39 @@ class ClaimResult:
     difference: Estimate | None
     """`better − worse` on the primary score, `significant` Holm-adjusted within the paper."""
     verdict: str
+    read_as: Mapping[str, str] | None = None
+    """Sides read from another method's runs (`{"seq_lora": "sequential"}`)."""
+
+    @property
+    def text(self) -> str:
+        """The claim, with the stand-ins it was judged on."""
+        used = {k: v for k, v in (self.read_as or {}).items()
+                if k in (self.claim.better, self.claim.worse)}  # fmt: skip
+        notes = "; ".join(f"{k} = {v}: the same run here" for k, v in used.items())
+        return self.claim.text + (f" ({notes})" if notes else "")
 
 
-def paper_claims(methods: Sequence[str]) -> list[PaperClaim]:
-    """The declared claims both of whose methods are among `methods`, in catalogue order."""
+def stand_ins(methods: Sequence[str], config: CoreConfig | None) -> dict[str, str]:
+    """Methods not in `methods` that are `sequential`'s run under `config` (the bench's setting),
+    where the bench ran `sequential`: their claims are judged on its rows."""
     from retain.methods.names import catalogue
 
-    present = set(methods)
+    if config is None or SEQUENTIAL not in methods:
+        return {}
+    lora = config.model.finetune == "lora"
+    return {name: SEQUENTIAL for spec in catalogue() if spec.plain_when is not None
+            for name in spec.names if name not in methods and (lora or not spec.needs_lora)
+            and spec.plain_when(config, name)}  # fmt: skip
+
+
+def paper_claims(
+    methods: Sequence[str], read_as: Mapping[str, str] | None = None
+) -> list[PaperClaim]:
+    """The declared claims both of whose methods are among `methods` (or read as one of them,
+    `read_as`), in catalogue order."""
+    from retain.methods.names import catalogue
+
+    present = set(methods) | set(read_as or {})
     return [c for spec in catalogue() for c in spec.claims
             if c.better in present and c.worse in present]  # fmt: skip
 
@@ -52,9 +88,13 @@ def judge_claims(
     claims: Sequence[PaperClaim],
     difference: Callable[[str, str], Estimate | None],
     alpha: float = ALPHA,
+    read_as: Mapping[str, str] | None = None,
 ) -> list[ClaimResult]:
-    """Every claim's difference (`difference(better, worse)`), Holm within each paper."""
-    diffs = [difference(c.better, c.worse) for c in claims]
+    """Every claim's difference (`difference(better, worse)`, each side through `read_as`),
+    Holm within each paper."""
+    alias = dict(read_as or {})
+    diffs = [difference(alias.get(c.better, c.better), alias.get(c.worse, c.worse))
+             for c in claims]  # fmt: skip
     for paper in dict.fromkeys(c.paper for c in claims):
         mine = [i for i, c in enumerate(claims)
                 if c.paper == paper and (d := diffs[i]) is not None and d.p is not None]
@@ -63,4 +103,5 @@ def judge_claims(
             d = diffs[i]
             assert d is not None
             diffs[i] = replace(d, significant=bool(p_adj < alpha), correction="holm")
-    return [ClaimResult(c, d, verdict(c, d)) for c, d in zip(claims, diffs, strict=True)]
+    return [ClaimResult(c, d, verdict(c, d), alias or None)
+            for c, d in zip(claims, diffs, strict=True)]  # fmt: skip

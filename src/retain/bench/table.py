@@ -170,7 +170,7 @@ CLAIM_HEAD = ("paper", "claim", f"difference in {PRIMARY}", "verdict")
 
 
 def claim_rows(summary: BenchSummary) -> list[list[str]]:
-    return [[r.claim.paper, r.claim.text, estimate_text(r.difference, PRIMARY, signed=True),
+    return [[r.claim.paper, r.text, estimate_text(r.difference, PRIMARY, signed=True),
              r.verdict] for r in summary.claims]  # fmt: skip
 
 
@@ -211,7 +211,7 @@ def csv_text(summary: BenchSummary) -> str:
     for result in summary.claims:  # the papers' orderings: the claim in the method column
         if result.difference is not None:
             kind = f"paper_claim:{result.claim.paper}"
-            writer.writerow(_csv_row(result.claim.text, kind, PRIMARY, result.difference))
+            writer.writerow(_csv_row(result.text, kind, PRIMARY, result.difference))
     return buf.getvalue()
 
 

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 Builder = Callable[["CoreConfig", str], "Plugin | None"]
 """`build(config, method)`: the plugin of one of the spec's names; None for no plugin."""
 
+PlainWhen = Callable[["CoreConfig", str], bool]
+"""`plain_when(config, method)`: True where the method builds no plugin under `config`, so its
+run is `sequential`'s (a bench that ran `sequential` judges the method's claims on that row)."""
+
 
 @dataclass(frozen=True)
 class PaperClaim:
@@ -54,6 +58,8 @@ class MethodSpec:
     `model.finetune: lora`. `alone`: combines with nothing (`multitask`). `plain`: no method at
     all (`sequential`), so naming it beside another is refused as a contradiction. `claims`:
     the orderings the method's paper reports, tested by every bench that runs both sides.
+    `plain_when`: where one of the names is no method at all under a config (`seq_lora`
+    without the adapter MLP), its builder's own test, so a bench can read `sequential` for it.
     """
 
     names: tuple[str, ...]
@@ -65,6 +71,7 @@ class MethodSpec:
     alone: bool = False
     plain: bool = False
     claims: tuple[PaperClaim, ...] = ()
+    plain_when: PlainWhen | None = None
 
     def __post_init__(self) -> None:
         if not self.names:

@@ -19,6 +19,13 @@ def build(config: CoreConfig, method: str) -> Plugin | None:
     return build_adapter_plugin(config, method)
 
 
+def plain_lora(config: CoreConfig, method: str) -> bool:
+    """Decision: `seq_lora` without `procl.adapter_mlp` has no plugin: it is the loop's plain
+    LoRA fine-tuning through all tasks, the same run as `sequential` with `model.finetune:
+    lora` (`seq_lora_paper` has the reference's MLP, so it always has a plugin)."""
+    return method == "seq_lora" and not config.procl.adapter_mlp
+
+
 METHODS = (
     MethodSpec(
         names=(
@@ -42,6 +49,7 @@ METHODS = (
         "all tasks; `*_paper*` run them as the reference code does (gates 0, both factors, "
         "adapter MLP, consolidation per micro-batch, pooling over all positions)",
         needs_lora=True,
+        plain_when=plain_lora,
         claims=(
             PaperClaim("procl", "olora", "ProCL"),
             PaperClaim("procl", "seq_lora", "ProCL"),

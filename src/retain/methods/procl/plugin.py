@@ -273,16 +273,13 @@ MLP_NOTE = (
 
 
 def build_adapter_plugin(config: CoreConfig, method: str) -> Plugin | None:
-    """The plugin of `seq_lora` or a ProCL method.
+    """The plugin of `seq_lora` or a ProCL method; None where `plain_lora` says the method is
+    plain LoRA fine-tuning."""
+    from retain.methods.procl import plain_lora
 
-    Decision: `seq_lora` without `procl.adapter_mlp` has no plugin: it is the loop's plain LoRA
-    fine-tuning through all tasks, the same run as `sequential` with `model.finetune: lora`.
-    """
     if method not in VARIANTS:
         raise ValueError(f"{method!r} is not a ProCL method; allowed: {', '.join(VARIANTS)}")
-    if method == "seq_lora" and not config.procl.adapter_mlp:
-        return None  # seq_lora_paper has the reference's MLP, so it always has a plugin
-    return ProCLPlugin(config, method)
+    return None if plain_lora(config, method) else ProCLPlugin(config, method)
 
 
 __all__ = ["VARIANTS", "ProCLPlugin", "build_adapter_plugin", "settings"]

@@ -315,6 +315,30 @@ def test_an_interrupted_bench_resumes_its_run(tmp_path: Path) -> None:
     assert (run_dir / "metrics.json").exists()
 
 
+def test_a_dry_run_says_what_each_run_would_do_and_runs_nothing(tmp_path: Path) -> None:
+    """`--dry-run`: each run's state (not started, finished, where it resumes) and the training
+    left, timed by the finished runs; nothing is written."""
+    args = _bench(tmp_path, "--no-references", "train.checkpoint_every=2",
+                  "train.steps_per_task=8", methods="sequential,fixed")
+    before = run_cli([*args, "--dry-run"])
+    assert "sequential (seed 42): not started" in before
+    assert "left: 2.00 runs' worth of training (no finished run to time it)" in before
+    assert not (tmp_path / "b").exists()
+    run_cli(_bench(tmp_path, "--no-references", "train.checkpoint_every=2",
+                   "train.steps_per_task=8", methods="sequential"))
+    with crash_at(task=1, step=4), pytest.raises(Crash):  # fixed dies in task 2, saved at 2
+        run_cli(args)
+    after = run_cli([*args, "--dry-run"])
+    assert "sequential (seed 42): finished" in after
+    assert "fixed (seed 42): resumes task 2 at step 2" in after
+    cpu = json.loads((tmp_path / "b" / "seed42" / "sequential" / "metrics.json").read_text())[
+        "cost"]["cpu_seconds"]
+    left = 1 - (1 + 2 / 8) / 2  # fixed trained task 1 and 2 of task 2's 8 steps
+    assert f"left: {left:.2f} runs' worth of training, about {left * cpu / 3600:.1f}" in after
+    assert "CPU s a run (the mean of 1 finished)" in after
+    assert "resuming" in run_cli(args)  # the dry run left the checkpoint as it was
+
+
 def test_a_second_invocation_adds_its_runs_to_the_bench(tmp_path: Path) -> None:
     assert runner.invoke(app, _bench(tmp_path, "--no-references", methods="sequential")
                          ).exit_code == 0

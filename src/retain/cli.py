@@ -163,9 +163,15 @@ def run_command(
 
 
 def _bench(
-    base: dict[str, Any], methods: list[str], seeds: int, overwrite: bool, references: bool
+    base: dict[str, Any],
+    methods: list[str],
+    seeds: int,
+    overwrite: bool,
+    references: bool,
+    dry_run: bool = False,
 ) -> None:
-    """Plan (every method validated first), run what must run, print and write the comparison."""
+    """Plan (every method validated first), run what must run, print and write the comparison;
+    `dry_run`: print what each run would do and the CPU time left, run nothing."""
     from retain.bench.plan import plan_bench
     from retain.bench.report import bench_summaries, write_bench_report
     from retain.bench.runner import execute
@@ -173,6 +179,12 @@ def _bench(
     from retain.bench.two_scores import score_lines
 
     plan = plan_bench(base, methods, seeds, references)
+    if dry_run:
+        from retain.bench.status import status_lines
+
+        for line in status_lines(plan):
+            typer.echo(line)
+        return
     execute(plan, overwrite, echo=typer.echo)
     summary, scored = bench_summaries(plan.root)
     for line in [*summary_lines(summary), *score_lines(scored)]:
@@ -199,6 +211,11 @@ def bench_command(
     ] = True,
     data_dir: DataDir = None,
     overwrite: Overwrite = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="print each run's state (finished, resumes where, not started) and "
+                     "the CPU time left; run nothing"),
+    ] = False,
 ) -> None:
     """Every method and combination on one stream, over seeds, with cost, side by side.
 
@@ -213,7 +230,7 @@ def bench_command(
             extra.append(f"model.name_or_path={model}")
         base = base_config(target, extra)
         names = [m.strip() for m in methods.split(",") if m.strip()]
-        _bench(base, names, seeds, overwrite, references)
+        _bench(base, names, seeds, overwrite, references, dry_run)
 
 
 @app.command("size")

@@ -1,0 +1,92 @@
+"""What a bench has left to do: each planned run's state and the CPU time the rest will take.
+
+`retain bench ... --dry-run` prints it and runs nothing, so that a bench spread over sessions
+can be planned before its processes start. A run resumed from a checkpoint counts at the share
+of its training steps still to do; the time of a run is the mean CPU time of the plan's
+finished runs (`cost.cpu_seconds` read from their logs, so a run timed short by an older
+resume does not count). Evaluation is counted as training is, by share: a rough guide, not a
+measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from retain.bench.plan import BenchPlan, BenchRun
+from retain.bench.runner import run_state
+from retain.eval.metrics import cost_summary
+from retain.storage.files import read_log
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    method: str
+    seed: int
+    status: str
+    """`finished`, `resume`, `new` or `changed` (`runner.run_state`)."""
+    done: float
+    """Share of the run's training steps done (1 when finished)."""
+    detail: str = ""
+    cpu_seconds: float | None = None
+    """A finished run's CPU time (None where unknown)."""
+
+
+def checkpoint_share(run: BenchRun) -> tuple[float, str]:
+    """Share of the training done at the run's newest checkpoint, and where it stands."""
+    from retain.train.checkpoint import LATEST, STATE
+    from retain.train.resume import CHECKPOINTS
+
+    try:
+        state = json.loads((run.run_dir / CHECKPOINTS / LATEST / STATE).read_text("utf-8"))
+        pos = state["position"]
+        task, step, phase = int(pos["task"]), int(pos["step"]), str(pos["phase"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0, "a checkpoint that cannot be read here"
+    tasks = len(state.get("matrix", {}).get("tasks", [])) or None
+    steps = run.config.train.steps_per_task
+    if phase == "done":
+        where, done = f"after task {task + 1}", task + 1
+    else:
+        where, done = f"task {task + 1} at step {step}", task + (step / steps if steps else 0)
+    return (min(1.0, done / tasks) if tasks else 0.0), where
+
+
+def progress(plan: BenchPlan) -> list[RunProgress]:
+    """Every planned run's state, judged as `retain bench` would before running it."""
+    out = []
+    for run in plan.runs:
+        state = run_state(run)
+        if state.status == "finished":
+            cost = cost_summary(read_log(run.run_dir / "log.jsonl"))
+            cpu = cost.get("cpu_seconds")
+            out.append(RunProgress(run.method, run.seed, "finished", 1.0, cpu_seconds=cpu))
+        elif state.status == "resume":
+            done, where = checkpoint_share(run)
+            out.append(RunProgress(run.method, run.seed, "resume", done, f"resumes {where}"))
+        else:
+            out.append(RunProgress(run.method, run.seed, state.status, 0.0, state.reason))
+    return out
+
+
+def status_lines(plan: BenchPlan) -> list[str]:
+    """One line per run, then the CPU time left (where the finished runs tell it)."""
+    runs = progress(plan)
+    lines = []
+    for r in runs:
+        text = {"finished": "finished", "resume": r.detail, "new": "not started",
+                "changed": f"configuration changed ({r.detail}): runs again"}[r.status]
+        lines.append(f"{r.method} (seed {r.seed}): {text}")
+    timed = [r.cpu_seconds for r in runs if r.cpu_seconds is not None]
+    left = sum(1.0 - r.done for r in runs)
+    if not left:
+        lines.append("nothing left to run")
+    elif timed:
+        per_run = sum(timed) / len(timed)
+        lines.append(
+            f"left: {left:.2f} runs' worth of training, about {left * per_run / 3600:.1f} "
+            f"CPU-hours at {per_run:.0f} CPU s a run (the mean of {len(timed)} finished)"
+        )
+    else:
+        lines.append(f"left: {left:.2f} runs' worth of training (no finished run to time it)")
+    return lines

@@ -45,11 +45,12 @@ FROM_EXAMPLES = frozenset({"forgetting_max_xfit", *SPLIT_METRICS})
 """Metrics computed here from the per-example results, not read from `metrics.json`."""
 
 COST: tuple[str, ...] = (
-    "replayed_share", "general_share", "extra_forward_passes", "train_tokens_per_s",
-    "wall_clock_s", "cpu_seconds", "peak_memory_mb",
+    "replayed_share", "general_share", "extra_forward_passes", "train_tokens",
+    "train_tokens_per_s", "wall_clock_s", "cpu_seconds", "peak_memory_mb",
 )  # fmt: skip
-"""Cost per run from its log; `wall_clock_s` = training + evaluation seconds, `cpu_seconds` the
-same in CPU time (comparable also when other jobs shared the machine)."""
+"""Cost per run from its log; `train_tokens` every trained row's tokens (replayed and general
+rows included: exact, unlike times); `wall_clock_s` = training + evaluation seconds,
+`cpu_seconds` the same in CPU time (comparable also when other jobs shared the machine)."""
 
 BASELINE = "sequential"
 PRIMARY = "ap"

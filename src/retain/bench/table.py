@@ -36,12 +36,14 @@ LABELS = {
     "replayed_share": "replayed share",
     "general_share": "general share",
     "extra_forward_passes": "extra forwards",
+    "train_tokens": "trained tokens",
     "train_tokens_per_s": "tokens/s",
     "wall_clock_s": "wall-clock s",
     "cpu_seconds": "CPU s",
     "peak_memory_mb": "peak MB",
 }
 DIGITS = {"gap_closed": 2, "replayed_share": 3, "general_share": 3, "extra_forward_passes": 0,
+          "train_tokens": 0,
           "wall_clock_s": 0, "cpu_seconds": 0, "peak_memory_mb": 0,
           "train_tokens_per_s": 1}  # fmt: skip
 

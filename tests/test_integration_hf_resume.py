@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import Trainer, TrainerCallback
 
@@ -55,3 +57,6 @@ def test_a_killed_stream_resumes_through_the_trainer_to_the_same_result(tmp_path
     assert examples_equal(cli, run_dir) and adapter_difference(cli, run_dir) == 0.0
     ours, theirs = step_records(cli), step_records(run_dir)
     assert [r["loss"] for r in ours] == [r["loss"] for r in theirs]  # no step twice or lost
+    # the resumed task's cost counts its time before the checkpoint (its steps' seconds at least)
+    cost = json.loads((run_dir / "metrics.json").read_text())["cost"]
+    assert cost["tasks_timed_short"] == [] and cost["cpu_seconds"] is not None

@@ -1,11 +1,11 @@
 """What a bench has left to do: each planned run's state and the CPU time the rest will take.
 
 `retain bench ... --dry-run` prints it and runs nothing, so that a long bench, stopped and
-resumed, can be planned before its processes start again. A run resumed from a checkpoint counts at the share
-of its training steps still to do; the time of a run is the mean CPU time of the plan's
-finished runs (`cost.cpu_seconds` read from their logs, so a run timed short by an older
-resume does not count). Evaluation is counted as training is, by share: a rough guide, not a
-measurement.
+resumed, can be planned before its processes start again. A run resumed from a checkpoint
+counts at the share of its training steps still to do; the time of a run is the mean CPU time
+of the plan's finished runs (`cost.cpu_seconds` read from their logs, so a run timed short by
+an older resume does not count). Evaluation is counted as training is, by share: a rough
+guide, not a measurement.
 """
 
 from __future__ import annotations

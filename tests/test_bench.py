@@ -336,7 +336,11 @@ def test_a_dry_run_says_what_each_run_would_do_and_runs_nothing(tmp_path: Path) 
     left = 1 - (1 + 2 / 8) / 2  # fixed trained task 1 and 2 of task 2's 8 steps
     assert f"left: {left:.2f} runs' worth of training, about {left * cpu / 3600:.1f}" in after
     assert "CPU s a run (the mean of 1 finished)" in after
-    assert "resuming" in run_cli(args)  # the dry run left the checkpoint as it was
+    other_seed = run_cli([*_bench(tmp_path, "--no-references", "train.steps_per_task=8",
+                                  "seed=43", methods="sequential"), "--dry-run"])
+    assert "sequential (seed 43): not started" in other_seed
+    assert "(the mean of 1 finished)" in other_seed  # timed by the bench's seed-42 run
+    assert "resuming" in run_cli(args)  # the dry runs left the checkpoint as it was
 
 
 def test_a_second_invocation_adds_its_runs_to_the_bench(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 `retain bench ... --dry-run` prints it and runs nothing, so that a long bench, stopped and
 resumed, can be planned before its processes start again. A run resumed from a checkpoint
 counts at the share of its training steps still to do; the time of a run is the mean CPU time
-of the plan's finished runs (`cost.cpu_seconds` read from their logs, so a run timed short by
+of the bench's finished runs (`cost.cpu_seconds` read from their logs, so a run timed short by
 an older resume does not count). Evaluation is counted as training is, by share: a rough
 guide, not a measurement.
 """
@@ -28,8 +28,6 @@ class RunProgress:
     done: float
     """Share of the run's training steps done (1 when finished)."""
     detail: str = ""
-    cpu_seconds: float | None = None
-    """A finished run's CPU time (None where unknown)."""
 
 
 def checkpoint_share(run: BenchRun) -> tuple[float, str]:
@@ -46,7 +44,8 @@ def checkpoint_share(run: BenchRun) -> tuple[float, str]:
     tasks = len(state.get("matrix", {}).get("tasks", [])) or None
     steps = run.config.train.steps_per_task
     if phase == "done":
-        where, done = f"after task {task + 1}", task + 1
+        where = "after the untouched model's row" if task < 0 else f"after task {task + 1}"
+        done = task + 1
     else:
         where, done = f"task {task + 1} at step {step}", task + (step / steps if steps else 0)
     return (min(1.0, done / tasks) if tasks else 0.0), where
@@ -58,9 +57,7 @@ def progress(plan: BenchPlan) -> list[RunProgress]:
     for run in plan.runs:
         state = run_state(run)
         if state.status == "finished":
-            cost = cost_summary(read_log(run.run_dir / "log.jsonl"))
-            cpu = cost.get("cpu_seconds")
-            out.append(RunProgress(run.method, run.seed, "finished", 1.0, cpu_seconds=cpu))
+            out.append(RunProgress(run.method, run.seed, "finished", 1.0))
         elif state.status == "resume":
             done, where = checkpoint_share(run)
             out.append(RunProgress(run.method, run.seed, "resume", done, f"resumes {where}"))
@@ -69,15 +66,35 @@ def progress(plan: BenchPlan) -> list[RunProgress]:
     return out
 
 
+def bench_cpu_seconds(plan: BenchPlan) -> list[float]:
+    """CPU time of every finished run the bench folder's manifest lists (all its invocations:
+    another seed's runs time this one's too), where known."""
+    from retain.bench.plan import read_manifest
+
+    try:
+        entries = read_manifest(plan.root)["runs"]
+    except ValueError:
+        entries = []
+    dirs = {plan.root / str(e.get("dir")) for e in entries if isinstance(e, dict)}
+    dirs |= {run.run_dir for run in plan.runs}
+    out = []
+    for folder in sorted(dirs):
+        if (folder / "metrics.json").exists() and (folder / "log.jsonl").exists():
+            cpu = cost_summary(read_log(folder / "log.jsonl")).get("cpu_seconds")
+            if cpu is not None:
+                out.append(float(cpu))
+    return out
+
+
 def status_lines(plan: BenchPlan) -> list[str]:
-    """One line per run, then the CPU time left (where the finished runs tell it)."""
+    """One line per run, then the CPU time left (where the bench's finished runs tell it)."""
     runs = progress(plan)
     lines = []
     for r in runs:
         text = {"finished": "finished", "resume": r.detail, "new": "not started",
                 "changed": f"configuration changed ({r.detail}): runs again"}[r.status]
         lines.append(f"{r.method} (seed {r.seed}): {text}")
-    timed = [r.cpu_seconds for r in runs if r.cpu_seconds is not None]
+    timed = bench_cpu_seconds(plan)
     left = sum(1.0 - r.done for r in runs)
     if not left:
         lines.append("nothing left to run")

@@ -134,12 +134,13 @@ def test_seq_lora_without_its_mlp_is_read_from_sequential_and_said_so(tmp_path: 
     bench that ran `sequential` (LoRA) judges them on its rows, and the claim says so. With the
     MLP, under full fine-tuning or without `sequential`, nothing stands in."""
     lora = load_config(None, ["model.finetune=lora"])
-    assert stand_ins(["sequential", "procl"], lora) == {"seq_lora": "sequential"}
+    assert stand_ins(["sequential", "procl"], lora, "sequential") == {"seq_lora": "sequential"}
     mlp = load_config(None, ["model.finetune=lora", "procl.adapter_mlp=true"])
-    assert stand_ins(["sequential", "procl"], mlp) == {}
-    assert stand_ins(["sequential", "procl"], load_config(None, ["model.finetune=full"])) == {}
-    assert stand_ins(["procl"], lora) == {}
-    assert stand_ins(["sequential", "seq_lora"], lora) == {}  # run itself: its own rows
+    assert stand_ins(["sequential", "procl"], mlp, "sequential") == {}
+    full = load_config(None, ["model.finetune=full"])
+    assert stand_ins(["sequential", "procl"], full, "sequential") == {}
+    assert stand_ins(["procl"], lora, "sequential") == {}
+    assert stand_ins(["sequential", "seq_lora"], lora, "sequential") == {}  # its own rows
 
     seq = full_cells([[0, 0], [1, 0], [0, 1]])  # ap 50
     runs = {}

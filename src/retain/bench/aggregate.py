@@ -262,7 +262,7 @@ def summarise(
         mine = [runs[(better, s)] for s in seeds if (better, s) in runs]
         return _difference(mine, PRIMARY, runs, draws, baseline=worse)
 
-    read_as = stand_ins(methods, _setting(runs))
+    read_as = stand_ins(methods, _setting(runs), BASELINE)
     out.claims = judge_claims(paper_claims(methods, read_as), claim_difference, read_as=read_as)
     gain = out.differences.get("multitask", {}).get("ap")
     if not gap_resolved(out) and gain is not None:

@@ -28,8 +28,6 @@ from retain.methods.spec import PaperClaim
 if TYPE_CHECKING:
     from retain.config_sections import CoreConfig
 
-SEQUENTIAL = "sequential"
-
 
 @dataclass(frozen=True)
 class ClaimResult:
@@ -38,26 +36,26 @@ class ClaimResult:
     """`better − worse` on the primary score, `significant` Holm-adjusted within the paper."""
     verdict: str
     read_as: Mapping[str, str] | None = None
-    """Sides read from another method's runs (`{"seq_lora": "sequential"}`)."""
+    """This claim's sides read from another method's runs (`{"seq_lora": "sequential"}`)."""
 
     @property
     def text(self) -> str:
         """The claim, with the stand-ins it was judged on."""
-        used = {k: v for k, v in (self.read_as or {}).items()
-                if k in (self.claim.better, self.claim.worse)}  # fmt: skip
-        notes = "; ".join(f"{k} = {v}: the same run here" for k, v in used.items())
+        notes = "; ".join(f"{k} = {v}: the same run here" for k, v in (self.read_as or {}).items())
         return self.claim.text + (f" ({notes})" if notes else "")
 
 
-def stand_ins(methods: Sequence[str], config: CoreConfig | None) -> dict[str, str]:
-    """Methods not in `methods` that are `sequential`'s run under `config` (the bench's setting),
-    where the bench ran `sequential`: their claims are judged on its rows."""
+def stand_ins(
+    methods: Sequence[str], config: CoreConfig | None, baseline: str
+) -> dict[str, str]:
+    """Methods not in `methods` that are the `baseline`'s run (`sequential`) under `config`, the
+    bench's setting, where the bench ran the baseline: their claims are judged on its rows."""
     from retain.methods.names import catalogue
 
-    if config is None or SEQUENTIAL not in methods:
+    if config is None or baseline not in methods:
         return {}
     lora = config.model.finetune == "lora"
-    return {name: SEQUENTIAL for spec in catalogue() if spec.plain_when is not None
+    return {name: baseline for spec in catalogue() if spec.plain_when is not None
             for name in spec.names if name not in methods and (lora or not spec.needs_lora)
             and spec.plain_when(config, name)}  # fmt: skip
 
@@ -103,5 +101,6 @@ def judge_claims(
             d = diffs[i]
             assert d is not None
             diffs[i] = replace(d, significant=bool(p_adj < alpha), correction="holm")
-    return [ClaimResult(c, d, verdict(c, d), alias or None)
+    return [ClaimResult(c, d, verdict(c, d),
+                        {k: alias[k] for k in (c.better, c.worse) if k in alias} or None)
             for c, d in zip(claims, diffs, strict=True)]  # fmt: skip

@@ -14,17 +14,15 @@ import json
 from dataclasses import dataclass
 
 from retain.bench.plan import BenchPlan, BenchRun
-from retain.bench.runner import run_state
-from retain.eval.metrics import cost_summary
-from retain.storage.files import read_log
+from retain.bench.runner import Status, run_state
 
 
 @dataclass(frozen=True)
 class RunProgress:
     method: str
     seed: int
-    status: str
-    """`finished`, `resume`, `new` or `changed` (`runner.run_state`)."""
+    status: Status
+    """As `runner.run_state` judges it."""
     done: float
     """Share of the run's training steps done (1 when finished)."""
     detail: str = ""
@@ -34,20 +32,21 @@ def checkpoint_share(run: BenchRun) -> tuple[float, str]:
     """Share of the training done at the run's newest checkpoint, and where it stands."""
     from retain.train.checkpoint import LATEST, STATE
     from retain.train.resume import CHECKPOINTS
+    from retain.train.state import Position
 
     try:
         state = json.loads((run.run_dir / CHECKPOINTS / LATEST / STATE).read_text("utf-8"))
-        pos = state["position"]
-        task, step, phase = int(pos["task"]), int(pos["step"]), str(pos["phase"])
-    except (OSError, ValueError, KeyError, TypeError):
+        pos = Position.from_state(state.get("position"))
+    except (OSError, ValueError):  # StateFormatError is a ValueError
         return 0.0, "a checkpoint that cannot be read here"
     tasks = len(state.get("matrix", {}).get("tasks", [])) or None
     steps = run.config.train.steps_per_task
-    if phase == "done":
-        where = "after the untouched model's row" if task < 0 else f"after task {task + 1}"
-        done = task + 1
+    if pos.phase == "done":
+        where = "after the untouched model's row" if pos.task < 0 else f"after task {pos.task + 1}"
+        done = pos.task + 1.0
     else:
-        where, done = f"task {task + 1} at step {step}", task + (step / steps if steps else 0)
+        where = f"task {pos.task + 1} at step {pos.step}"
+        done = pos.task + (pos.step / steps if steps else 0.0)
     return (min(1.0, done / tasks) if tasks else 0.0), where
 
 
@@ -67,23 +66,16 @@ def progress(plan: BenchPlan) -> list[RunProgress]:
 
 
 def bench_cpu_seconds(plan: BenchPlan) -> list[float]:
-    """CPU time of every finished run the bench folder's manifest lists (all its invocations:
-    another seed's runs time this one's too), where known."""
-    from retain.bench.plan import read_manifest
+    """CPU time of every finished run of the bench folder (all its invocations: another seed's
+    runs time this one's too), where known (`aggregate.load_run` reads it from the log)."""
+    from retain.bench.aggregate import load_bench
 
     try:
-        entries = read_manifest(plan.root)["runs"]
-    except ValueError:
-        entries = []
-    dirs = {plan.root / str(e.get("dir")) for e in entries if isinstance(e, dict)}
-    dirs |= {run.run_dir for run in plan.runs}
-    out = []
-    for folder in sorted(dirs):
-        if (folder / "metrics.json").exists() and (folder / "log.jsonl").exists():
-            cpu = cost_summary(read_log(folder / "log.jsonl")).get("cpu_seconds")
-            if cpu is not None:
-                out.append(float(cpu))
-    return out
+        _, _, runs = load_bench(plan.root)
+    except ValueError:  # no manifest yet: nothing has run
+        return []
+    costs = (run.metrics.get("cost") or {} for run in runs.values())
+    return [float(c["cpu_seconds"]) for c in costs if c.get("cpu_seconds") is not None]
 
 
 def status_lines(plan: BenchPlan) -> list[str]:

@@ -343,6 +343,18 @@ def test_a_dry_run_says_what_each_run_would_do_and_runs_nothing(tmp_path: Path) 
     assert "resuming" in run_cli(args)  # the dry runs left the checkpoint as it was
 
 
+def test_a_dry_run_names_a_checkpoint_it_cannot_read(tmp_path: Path) -> None:
+    from retain.bench.status import checkpoint_share
+
+    run = plan_bench(base_config("builtin", [f"output_dir={tmp_path}"]), ["fixed"], 1,
+                     references=False).runs[0]
+    state = run.run_dir / "checkpoints" / "latest" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{not json")
+    done, where = checkpoint_share(run)
+    assert done == 0.0 and str(state) in where and "cannot be read" in where
+
+
 def test_a_second_invocation_adds_its_runs_to_the_bench(tmp_path: Path) -> None:
     assert runner.invoke(app, _bench(tmp_path, "--no-references", methods="sequential")
                          ).exit_code == 0

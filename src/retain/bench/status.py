@@ -34,11 +34,12 @@ def checkpoint_share(run: BenchRun) -> tuple[float, str]:
     from retain.train.resume import CHECKPOINTS
     from retain.train.state import Position
 
+    path = run.run_dir / CHECKPOINTS / LATEST / STATE
     try:
-        state = json.loads((run.run_dir / CHECKPOINTS / LATEST / STATE).read_text("utf-8"))
+        state = json.loads(path.read_text("utf-8"))
         pos = Position.from_state(state.get("position"))
-    except (OSError, ValueError):  # StateFormatError is a ValueError
-        return 0.0, "a checkpoint that cannot be read here"
+    except (OSError, ValueError, AttributeError) as exc:  # StateFormatError is a ValueError
+        return 0.0, f"from a checkpoint whose {path} cannot be read ({exc})"
     tasks = len(state.get("matrix", {}).get("tasks", [])) or None
     steps = run.config.train.steps_per_task
     if pos.phase == "done":
